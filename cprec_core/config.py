@@ -1,0 +1,340 @@
+"""The one typed configuration of cprec.
+
+Every default lives here, each with a one-line reason. A config file (YAML) names only what it
+changes; unknown keys and out-of-range values are rejected at load time with the key's dotted
+path, never at step 40,000. Each stage receives only its own section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DOMAIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line naming the key and what is allowed."""
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def fingerprint(self) -> str:
+        """Stable hash of this section's values (part of a stage's cache key)."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def check_domain_name(name: str) -> str:
+    """Domain names become directory names and SQL values: letters, digits and '_' only."""
+    if not DOMAIN_NAME.match(name):
+        raise ValueError(
+            f"domain name {name!r}: must match {DOMAIN_NAME.pattern} (letters, digits, '_'; "
+            "starts with a letter)"
+        )
+    return name
+
+
+class PathsConfig(Section):
+    root: Path = Field(Path("var/cprec"), description="run root: every artifact lives below it")
+
+
+class SynthConfig(Section):
+    out_dir: Path = Field(Path("var/raw/synth"), description="where `cprec synth` writes Amazon-2023 files")
+    domains: list[str] = Field(
+        default=["Books", "Electronics", "Home", "Sports", "Toys", "Beauty", "Grocery"],
+        description="seven domains, as in the paper's pre-training set",
+    )
+    n_users: int = Field(2000, ge=10, description="users; each is active in a random subset of domains")
+    n_items_per_domain: int = Field(300, ge=10, description="catalogue size per domain")
+    n_interactions: int = Field(40_000, ge=100, description="total events across all domains")
+    n_themes: int = Field(12, ge=2, le=64, description="latent cross-domain tastes shared by all domains")
+    theme_stickiness: float = Field(0.7, ge=0, le=1, description="P(next item keeps the previous theme)")
+    popularity_skew: float = Field(1.1, ge=0, description="Zipf exponent of item popularity in a theme")
+    bad_row_fraction: float = Field(0.0, ge=0, le=0.5, description="share of deliberately broken rows")
+    seed: int = 0
+    chunk_rows: int = Field(50_000, ge=1000, description="rows generated per batch: bounds memory")
+
+    _check_domains = field_validator("domains")(lambda v: [check_domain_name(d) for d in v])
+
+
+IngestFormat = Literal["amazon2023", "amazon2014", "recbole", "generic"]
+
+
+class SourceConfig(Section):
+    format: IngestFormat = Field(description="reader: amazon2023 | amazon2014 | recbole | generic")
+    path: Path = Field(description="directory of raw files")
+    domains: list[str] | None = Field(None, description="domains to read; None = every one found")
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [check_domain_name(d) for d in v]
+
+
+class IngestConfig(Section):
+    sources: list[SourceConfig] = Field(
+        default_factory=lambda: [SourceConfig(format="amazon2023", path=Path("var/raw/synth"))],
+        description="raw log locations; the demo reads the synthetic generator's output",
+    )
+    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="fail the stage above this quarantine rate")
+    min_ts: int = Field(631_152_000, description="1990-01-01: earlier timestamps are broken clocks")
+    max_ts: int = Field(4_102_444_800, description="2100-01-01: later timestamps are broken clocks")
+    batch_rows: int = Field(100_000, ge=1000, description="rows per streamed batch: bounds memory")
+
+
+class DuckDBConfig(Section):
+    memory_limit: str = Field("2GB", description="DuckDB spills to temp_directory beyond this")
+    threads: int = Field(2, ge=1, description="this machine has 2 cores")
+    temp_directory: Path | None = Field(None, description="spill dir; None = <root>/tmp/duckdb")
+
+
+class BehaviorsConfig(Section):
+    k_core: int = Field(5, ge=1, description="iterative k-core per domain, on users and items")
+    min_title_chars: int = Field(3, ge=1, description="items with shorter titles have no usable text")
+    min_sequence_len: int = Field(3, ge=3, description="leave-one-out needs train + valid + test")
+    duckdb: DuckDBConfig = DuckDBConfig()
+
+
+class CorpusConfig(Section):
+    max_items: int = Field(20, ge=2, description="items per document window (PAPER.md §1)")
+    window_overlap: int = Field(5, ge=0, description="items shared by consecutive windows")
+    mix_ratio: float = Field(0.5, ge=0, le=1, description="share of mixed documents, by characters (1:1)")
+    domain_weights: dict[str, float] | Literal["proportional"] = Field(
+        "proportional", description="per-domain sampling weights of domain documents"
+    )
+    max_title_chars: int = Field(80, ge=8, description="titles are cut to this many characters")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> CorpusConfig:
+        if self.window_overlap >= self.max_items:
+            raise ValueError(
+                f"corpus.window_overlap={self.window_overlap} must be < corpus.max_items={self.max_items}"
+            )
+        return self
+
+
+class DomainsConfig(Section):
+    pretrain: list[str] = Field(
+        default=["Books", "Electronics", "Home", "Sports", "Toys", "Beauty"],
+        description="domains whose train events form the CPT corpus",
+    )
+    downstream: list[str] = Field(
+        default=["Grocery"], description="held out of CPT; fine-tuned and evaluated per domain"
+    )
+
+    _check = field_validator("pretrain", "downstream")(lambda v: [check_domain_name(d) for d in v])
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> DomainsConfig:
+        both = set(self.pretrain) & set(self.downstream)
+        if both:
+            raise ValueError(f"domains {sorted(both)} are both pretrain and downstream: CPT would see them")
+        return self
+
+
+class TinyModelConfig(Section):
+    vocab_size: int = Field(2048, ge=300, description="BPE vocabulary trained on the corpus")
+    hidden_size: int = Field(128, ge=16)
+    intermediate_size: int = Field(256, ge=16)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    max_position_embeddings: int = Field(512, ge=64)
+    seed: int = 0
+
+
+class ModelConfig(Section):
+    path: Path | None = Field(None, description="local HF dir or .gguf file; None = build the tiny model")
+    tiny: TinyModelConfig = TinyModelConfig()
+
+
+class PackConfig(Section):
+    seq_len: int = Field(256, ge=16, description="tokens per packed block")
+    batch_docs: int = Field(1000, ge=1, description="documents per tokenizer batch")
+    num_proc: int = Field(2, ge=1, description="tokenizer processes (2 cores here)")
+
+
+class LauncherConfig(Section):
+    kind: Literal["deepspeed", "torchrun"] = Field("torchrun", description="standard launcher to use")
+    num_gpus: int = Field(0, ge=0, description="GPUs per node; 0 = CPU processes")
+    nproc_per_node: int = Field(1, ge=1, description="processes per node on CPU")
+    num_nodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    hostfile: Path | None = Field(None, description="DeepSpeed hostfile for multi-node runs")
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29500, ge=1024, le=65535)
+
+
+ScheduleKind = Literal["wsa", "cosine", "wsd", "constant"]
+
+
+class ScheduleConfig(Section):
+    kind: ScheduleKind = Field("wsa", description="Warmup-Stable-Annealing (PAPER.md §3); others: ablations")
+    peak_lr: float = Field(5e-4, gt=0)
+    warmup_frac: float = Field(0.03, ge=0, le=0.5, description="w: PAPER.md default 0.01-0.05")
+    anneal_frac: float = Field(0.15, ge=0, le=0.9, description="a: PAPER.md default 0.1-0.2")
+    final_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR = ratio x peak")
+    anneal_shape: Literal["cosine", "linear", "exponential"] = "cosine"
+
+    @model_validator(mode="after")
+    def _phases_fit(self) -> ScheduleConfig:
+        if self.warmup_frac + self.anneal_frac > 1:
+            raise ValueError(
+                f"cpt.schedule.warmup_frac + anneal_frac = {self.warmup_frac + self.anneal_frac} must be <= 1"
+            )
+        return self
+
+
+class CPTConfig(Section):
+    zero_stage: Literal[2, 3] = Field(2, description="DeepSpeed ZeRO stage")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 on GPU; fp32 is exact on CPU")
+    micro_batch_size: int = Field(8, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    max_steps: int = Field(60, ge=1, description="optimizer steps")
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    checkpoint_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(5, ge=1)
+    seed: int = 0
+    schedule: ScheduleConfig = ScheduleConfig()
+    launcher: LauncherConfig = LauncherConfig()
+
+
+class FinetuneConfig(Section):
+    encoder_mode: Literal["frozen", "lora", "full"] = Field("frozen", description="frozen is the CPU default")
+    variants: list[Literal["cpt", "base", "zero-shot", "popularity", "sasrec"]] = Field(
+        default=["cpt", "base", "zero-shot", "popularity", "sasrec"]
+    )
+    max_seq_len: int = Field(20, ge=2, description="history items the user model reads")
+    hidden_size: int = Field(64, ge=8, description="user-model width")
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    num_negatives: int = Field(64, ge=0, description="sampled negatives beside in-batch ones")
+    temperature: float = Field(0.07, gt=0)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(3, ge=1, description="early stopping on valid NDCG@10")
+    embed_batch_size: int = Field(64, ge=1)
+
+
+class EvaluateConfig(Section):
+    seeds: list[int] = Field(default=[0, 1, 2], min_length=1, description=">= 3 seeds (PAPER.md §6)")
+    ks: list[int] = Field(default=[5, 10, 20, 50], min_length=1)
+    test: Literal["wilcoxon", "ttest"] = "wilcoxon"
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class OrchestrationConfig(Section):
+    refresh_cron: str = Field("0 * * * *", description="corpus-refresh schedule")
+    gpu_pool: str | None = Field(None, description="work pool for cpt/finetune; None = run in-process")
+    result_storage: str | None = Field(None, description="fsspec URL for Prefect results; None = local")
+
+
+class Config(Section):
+    """The whole configuration. Sections map one-to-one to pipeline stages."""
+
+    name: str = Field("demo", description="run name: reports/<name>/, models/cpt/<name>/")
+    paths: PathsConfig = PathsConfig()
+    synth: SynthConfig = SynthConfig()
+    ingest: IngestConfig = IngestConfig()
+    domains: DomainsConfig = DomainsConfig()
+    behaviors: BehaviorsConfig = BehaviorsConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    model: ModelConfig = ModelConfig()
+    pack: PackConfig = PackConfig()
+    cpt: CPTConfig = CPTConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    @property
+    def root(self) -> Path:
+        return self.paths.root
+
+    @property
+    def all_domains(self) -> list[str]:
+        return [*self.domains.pretrain, *self.domains.downstream]
+
+
+def _format_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (see cprec_core/config.py for the allowed keys)"
+    elif first["type"] == "literal_error":
+        msg = f"{msg}, got {first.get('input')!r}"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{origin}: {key}: {msg}{more}"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse one `--set a.b.c=value` override; the value is read as YAML (numbers, lists, null)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. corpus.mix_ratio=0.3")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted-key overrides to a raw config mapping (before validation)."""
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when path is None), apply overrides, validate.
+
+    Relative paths inside the file are taken as relative to the current directory, as a user
+    typing a command expects.
+    """
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
+        data = loaded
+    data = apply_overrides(data, overrides or [])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, origin)) from None
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    """Validate a mapping (e.g. a Prefect flow parameter) into a Config."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, origin)) from None

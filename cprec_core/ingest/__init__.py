@@ -1,0 +1,1 @@
+"""Readers for raw behaviour logs → bronze Parquet."""

@@ -1,0 +1,1 @@
+"""Downstream recommenders and baselines."""

@@ -1,0 +1,1 @@
+"""CPT training: DeepSpeed engine loop and launcher."""
