@@ -74,11 +74,19 @@ class SourceConfig(Section):
     format: IngestFormat = Field(description="reader: amazon2023 | amazon2014 | recbole | generic")
     path: Path = Field(description="directory of raw files")
     domains: list[str] | None = Field(None, description="domains to read; None = every one found")
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="raw dataset name -> domain, e.g. {Games-6k: Games}"
+    )
 
     @field_validator("domains")
     @classmethod
     def _domains(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else [check_domain_name(d) for d in v]
+
+    @field_validator("rename")
+    @classmethod
+    def _rename(cls, v: dict[str, str]) -> dict[str, str]:
+        return {raw: check_domain_name(d) for raw, d in v.items()}
 
 
 class IngestConfig(Section):
@@ -113,7 +121,17 @@ class CorpusConfig(Section):
         "proportional", description="per-domain sampling weights of domain documents"
     )
     max_title_chars: int = Field(80, ge=8, description="titles are cut to this many characters")
+    probe_docs: int = Field(500, ge=0, description="held-out CPT perplexity probe documents (seeded sample)")
     seed: int = 0
+
+    @field_validator("domain_weights")
+    @classmethod
+    def _weights_non_negative(cls, v: dict[str, float] | str) -> dict[str, float] | str:
+        if isinstance(v, dict):
+            bad = {d: w for d, w in v.items() if not 0 <= w < float("inf")}
+            if bad or not sum(v.values()) > 0:
+                raise ValueError(f"weights must be finite, >= 0, with a positive sum, got {v}")
+        return v
 
     @model_validator(mode="after")
     def _overlap_below_window(self) -> CorpusConfig:
@@ -173,6 +191,12 @@ class LauncherConfig(Section):
     hostfile: Path | None = Field(None, description="DeepSpeed hostfile for multi-node runs")
     master_addr: str = "127.0.0.1"
     master_port: int = Field(29500, ge=1024, le=65535)
+    pick_free_port: bool = Field(
+        True, description="single-node runs use a free local port instead (parallel runs never collide)"
+    )
+    socket_ifname: str | None = Field(
+        None, description="network interface for gloo/NCCL (GLOO_SOCKET_IFNAME); None = library default"
+    )
 
 
 ScheduleKind = Literal["wsa", "cosine", "wsd", "constant"]
@@ -192,6 +216,10 @@ class ScheduleConfig(Section):
             raise ValueError(
                 f"cpt.schedule.warmup_frac + anneal_frac = {self.warmup_frac + self.anneal_frac} must be <= 1"
             )
+        if self.kind == "wsa" and self.anneal_shape == "exponential" and self.final_lr_ratio == 0:
+            raise ValueError(
+                "cpt.schedule.anneal_shape=exponential needs final_lr_ratio > 0 (geometric decay)"
+            )
         return self
 
 
@@ -209,6 +237,9 @@ class CPTConfig(Section):
     checkpoint_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(5, ge=1)
+    probe_max_docs: int = Field(
+        200, ge=0, description="held-out probe documents scored before/after; 0 = skip"
+    )
     seed: int = 0
     schedule: ScheduleConfig = ScheduleConfig()
     launcher: LauncherConfig = LauncherConfig()
@@ -231,6 +262,10 @@ class FinetuneConfig(Section):
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(3, ge=1, description="early stopping on valid NDCG@10")
     embed_batch_size: int = Field(64, ge=1)
+    item_pooling: Literal["mean", "last"] = Field(
+        "mean", description="item embedding = mean of the LLM's last-layer states, or the final (EOS) state"
+    )
+    item_max_tokens: int = Field(64, ge=4, description="tokens of item text the LLM reads (title+category)")
 
 
 class EvaluateConfig(Section):
@@ -278,8 +313,8 @@ def _format_error(err: ValidationError, origin: str) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key (see cprec_core/config.py for the allowed keys)"
-    elif first["type"] == "literal_error":
-        msg = f"{msg}, got {first.get('input')!r}"
+    elif "input" in first and not isinstance(first["input"], dict):
+        msg = f"{msg}, got {first['input']!r}"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{origin}: {key}: {msg}{more}"
 
@@ -293,15 +328,29 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply dotted-key overrides to a raw config mapping (before validation)."""
+    """Apply dotted-key overrides to a raw config mapping (before validation).
+
+    A numeric key indexes a list: `ingest.sources.0.path=/data` changes the first source.
+    """
     for item in overrides:
         keys, value = parse_override(item)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {k} is not a section")
-        node[keys[-1]] = value
+        node: Any = data
+        for depth, k in enumerate(keys):
+            last = depth == len(keys) - 1
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    raise ConfigError(f"--set {item!r}: {k} is not an index of a {len(node)}-item list")
+                if last:
+                    node[int(k)] = value
+                else:
+                    node = node[int(k)]
+            elif isinstance(node, dict):
+                if last:
+                    node[k] = value
+                else:
+                    node = node.setdefault(k, {})
+            else:
+                raise ConfigError(f"--set {item!r}: {keys[depth - 1]} is a value, not a section")
     return data
 
 

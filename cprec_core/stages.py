@@ -1,0 +1,184 @@
+"""The pipeline's stages, what each reads and writes, and their content-based cache keys.
+
+A stage's key = hash(fingerprints of its inputs' manifests, its own config sections, code
+version). Keys are computed from what is on disk, so rerunning one stage alone (from the Prefect
+UI, or `cprec run --stages corpus`) reuses upstream artifacts exactly when they are unchanged.
+A stamp per stage records which key produced the outputs now on disk; a cached result is used
+only while that stamp matches (`outputs_match`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cprec_core.artifacts import ArtifactError, atomic_write_text, code_version, verify
+from cprec_core.config import Config
+from cprec_core.schema import (
+    BRONZE_INTERACTIONS,
+    BRONZE_ITEMS,
+    GOLD_CORPUS,
+    GOLD_PACKED,
+    GOLD_PROBE,
+    QUARANTINE,
+    SILVER_EVENTS,
+    SILVER_ITEMS,
+    SILVER_MIXED,
+    SILVER_STATS,
+)
+
+STAGES: tuple[str, ...] = ("ingest", "behaviors", "corpus", "pack", "cpt", "finetune", "evaluate")
+
+
+def raw_file_fingerprints(cfg: Config) -> dict[str, str]:
+    """(size, mtime) fingerprint of every raw source file, keyed by path.
+
+    Hashing tens of GB of logs on every run would cost more than ingesting them; size + mtime
+    is what rsync and make trust, and a changed file always changes one of them.
+    """
+    out: dict[str, str] = {}
+    for source in cfg.ingest.sources:
+        base = Path(source.path)
+        files = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
+        for p in files:
+            st = p.stat()
+            out[str(p)] = f"{st.st_size}:{st.st_mtime_ns}"
+    return out
+
+
+def cpt_dir(cfg: Config) -> Path:
+    """Where the CPT checkpoint of this run lives."""
+    return cfg.root / "models" / "cpt" / cfg.name
+
+
+def base_model_dir(cfg: Config) -> Path:
+    """The base LLM: cfg.model.path, or the tiny model built for this run root."""
+    return Path(cfg.model.path) if cfg.model.path else cfg.root / "models" / "base" / "tiny"
+
+
+def report_dir(cfg: Config) -> Path:
+    """Where the evaluation report of this run lives."""
+    return cfg.root / "reports" / cfg.name
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: the directories it reads and writes (each with a manifest) and its config."""
+
+    name: str
+    inputs: Callable[[Config], list[Path]]
+    outputs: Callable[[Config], list[Path]]
+    sections: tuple[str, ...]
+
+
+def _artifacts(*arts) -> Callable[[Config], list[Path]]:
+    return lambda cfg: [a.path(cfg.root) for a in arts]
+
+
+SPECS: dict[str, StageSpec] = {
+    "ingest": StageSpec(
+        "ingest", lambda cfg: [], _artifacts(BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE), ("ingest",)
+    ),
+    "behaviors": StageSpec(
+        "behaviors",
+        _artifacts(BRONZE_INTERACTIONS, BRONZE_ITEMS),
+        _artifacts(SILVER_ITEMS, SILVER_EVENTS, SILVER_MIXED, SILVER_STATS),
+        ("behaviors", "domains"),
+    ),
+    "corpus": StageSpec(
+        "corpus",
+        _artifacts(SILVER_ITEMS, SILVER_EVENTS, SILVER_MIXED),
+        _artifacts(GOLD_CORPUS, GOLD_PROBE),
+        ("corpus", "domains"),
+    ),
+    "pack": StageSpec("pack", _artifacts(GOLD_CORPUS), _artifacts(GOLD_PACKED), ("pack", "model", "corpus")),
+    "cpt": StageSpec(
+        "cpt",
+        lambda cfg: [GOLD_PACKED.path(cfg.root), GOLD_PROBE.path(cfg.root)],
+        lambda cfg: [cpt_dir(cfg)],
+        ("cpt", "model"),
+    ),
+    "finetune": StageSpec(
+        "finetune",
+        lambda cfg: [SILVER_EVENTS.path(cfg.root), SILVER_ITEMS.path(cfg.root), cpt_dir(cfg)],
+        lambda cfg: [cfg.root / "models" / "rec" / cfg.name],
+        ("finetune", "domains", "evaluate"),
+    ),
+    "evaluate": StageSpec(
+        "evaluate",
+        lambda cfg: [cfg.root / "models" / "rec" / cfg.name],
+        lambda cfg: [report_dir(cfg)],
+        ("evaluate", "finetune", "domains"),
+    ),
+}
+
+
+def parse_stages(text: str | list[str] | None) -> list[str]:
+    """'ingest,corpus' → ordered, validated stage list; None/'all' → every stage."""
+    if text is None or text == "all" or text == ["all"]:
+        return list(STAGES)
+    names = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise ValueError(f"stages {unknown} unknown; allowed: {', '.join(STAGES)} (or 'all')")
+    return [s for s in STAGES if s in names]
+
+
+def _fingerprint_or_missing(path: Path) -> str:
+    try:
+        return verify(path).fingerprint
+    except ArtifactError:
+        return "missing"
+
+
+def stage_key(stage: str, cfg: Config) -> str:
+    """Cache key of `stage`: its inputs' content fingerprints, its config sections, code version.
+
+    A missing input fingerprints as "missing"; the stage itself then fails with a clear error.
+    """
+    spec = SPECS[stage]
+    inputs = {str(p): _fingerprint_or_missing(p) for p in spec.inputs(cfg)}
+    if stage == "ingest":
+        inputs = raw_file_fingerprints(cfg)
+    if stage in ("pack", "cpt") and cfg.model.path is not None:
+        inputs["model"] = str(Path(cfg.model.path).resolve())
+    sections = {s: getattr(cfg, s).model_dump(mode="json") for s in spec.sections}
+    payload = json.dumps(
+        {"stage": stage, "inputs": inputs, "config": sections, "code": code_version(), "name": cfg.name},
+        sort_keys=True,
+        default=str,
+    )
+    return f"cprec-{stage}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
+
+
+def _stamp_path(stage: str, cfg: Config) -> Path:
+    return cfg.root / "state" / "stages" / f"{stage}.json"
+
+
+def _output_fingerprints(stage: str, cfg: Config) -> dict[str, str]:
+    return {str(p): verify(p).fingerprint for p in SPECS[stage].outputs(cfg)}
+
+
+def outputs_match(stage: str, cfg: Config, key: str) -> bool:
+    """True when the outputs on disk are exactly those a run with `key` produced.
+
+    A cached result is only trusted when this holds; otherwise (outputs deleted, corrupted, or
+    overwritten by a run with another config) the stage reruns and refreshes the cache entry.
+    """
+    stamp = _stamp_path(stage, cfg)
+    if not stamp.is_file():
+        return False
+    try:
+        recorded = json.loads(stamp.read_text())
+        return recorded.get("key") == key and recorded.get("outputs") == _output_fingerprints(stage, cfg)
+    except (ArtifactError, json.JSONDecodeError):
+        return False
+
+
+def record_stage(stage: str, cfg: Config, key: str) -> None:
+    """Remember which key produced the outputs now on disk (after a successful run)."""
+    payload = {"key": key, "outputs": _output_fingerprints(stage, cfg)}
+    atomic_write_text(_stamp_path(stage, cfg), json.dumps(payload, indent=2, sort_keys=True))

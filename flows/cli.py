@@ -1,0 +1,222 @@
+"""The `cprec` command line: synthetic data, pipeline runs, models, deployments, refresh.
+
+Every command turns the errors a user can cause (config keys, bad files, failed expectations)
+into one red line naming what is wrong, and exits 2; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cprec_core.artifacts import PROJECT_ROOT, ArtifactError
+from cprec_core.config import Config, ConfigError, load_config
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="CPRec: all-domain continual pre-training."
+)
+console = Console()
+DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (default: built-in defaults)")
+]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set corpus.mix_ratio=0.3")]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from cprec_core.validate import ValidationFailed
+
+    errors: list[type[BaseException]] = [ConfigError, ArtifactError, ValidationFailed, FileNotFoundError]
+    try:
+        from cprec_core.ingest.run import IngestError
+
+        errors.append(IngestError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _load(config: Path | None, overrides: list[str] | None) -> Config:
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as e:
+        _fail(str(e))
+        raise  # unreachable: _fail exits
+
+
+@app.command()
+def synth(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Write the synthetic multi-domain logs (Amazon-Reviews-2023 format) to synth.out_dir."""
+    from cprec_core.ingest.synth import generate_synthetic
+
+    cfg = _load(config, overrides)
+    started = time.perf_counter()
+    counts = generate_synthetic(cfg.synth, progress=True)
+    console.print(f"wrote {cfg.synth.out_dir} in {time.perf_counter() - started:.1f} s")
+    console.print_json(json.dumps(counts, default=str))
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    stages: Annotated[str, typer.Option(help="comma-separated stages or 'all'")] = "all",
+    overrides: SetOpt = None,
+) -> None:
+    """Run pipeline stages as the `cprec` Prefect flow (ephemeral API unless PREFECT_API_URL is set)."""
+    from cprec_core.stages import parse_stages
+
+    cfg = _load(config, overrides)
+    try:
+        parse_stages(stages)
+    except ValueError as e:
+        _fail(f"--stages: {e}")
+    _run_flow(config, stages, overrides or [], cfg)
+
+
+def _run_flow(config: Path | None, stages: str, overrides: list[str], cfg: Config) -> None:
+    from flows.cprec import cprec
+
+    started = time.perf_counter()
+    try:
+        results = cprec(config=str(config) if config else None, stages=stages, overrides=overrides)
+    except _user_errors() as e:
+        _fail(str(e))
+    print_outputs(cfg, results, time.perf_counter() - started)
+
+
+def print_outputs(cfg: Config, results: dict, seconds: float) -> None:
+    """Where each stage's outputs are and their counts."""
+    from cprec_core.artifacts import verify
+    from cprec_core.stages import SPECS
+
+    table = Table(title=f"cprec run '{cfg.name}' finished in {seconds:.0f} s")
+    for col in ("stage", "output", "rows"):
+        table.add_column(col)
+    for stage in results:
+        for out in SPECS[stage].outputs(cfg):
+            try:
+                rows = f"{verify(out).rows:,}"
+            except ArtifactError:
+                rows = "-"
+            table.add_row(stage, str(out), rows)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    stages: Annotated[str, typer.Option(help="comma-separated stages or 'all'")] = "all",
+    overrides: SetOpt = None,
+) -> None:
+    """The embedded default: synthetic data + tiny model through every stage, in-process."""
+    from cprec_core.ingest.synth import generate_synthetic
+
+    cfg = _load(DEMO_CONFIG, overrides)
+    console.rule("[bold]cprec demo: synthetic data")
+    counts = generate_synthetic(cfg.synth, progress=True)
+    console.print(
+        f"synthetic logs in {cfg.synth.out_dir}: {sum(c['rows'] for c in counts.values()):,} events"
+    )
+    console.rule("[bold]cprec demo: pipeline")
+    _run_flow(DEMO_CONFIG, stages, overrides or [], cfg)
+
+
+@app.command("prepare-realdata")
+def prepare_realdata(
+    data: Annotated[Path, typer.Option(help="the shared/data folder")] = PROJECT_ROOT.parent
+    / "shared"
+    / "data",
+    out: Annotated[Path, typer.Option(help="generic-layout output")] = Path("var/raw/realdata"),
+) -> None:
+    """Convert the research-format Amazon sets in shared/data into the generic layout."""
+    from cprec_core.realdata import prepare_realdata as prepare
+
+    if not data.is_dir():
+        _fail(f"--data {data}: no such folder (it holds the real Amazon sets; see README)")
+    console.print_json(json.dumps(prepare(data, out, progress=True), default=str))
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out: Annotated[Path, typer.Option(help="output directory")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Build the tiny Llama + BPE tokenizer (trained on the run's corpus) used by the demo and tests."""
+    from cprec_core.tokenize import corpus_texts
+
+    from cprec_core.models import build_tiny_model
+
+    cfg = _load(config, overrides)
+    try:
+        path = build_tiny_model(out, corpus_texts(cfg), cfg.model.tiny)
+    except _user_errors() as e:
+        _fail(str(e))
+    console.print(f"tiny model saved to {path}")
+
+
+@app.command("base-model")
+def base_model(
+    name: Annotated[str, typer.Argument(help="smollm2-135m")],
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("var/models/smollm2-135m"),
+) -> None:
+    """Convert a real base LLM shipped in a PyPI wheel into a local safetensors directory."""
+    from cprec_core.models import convert_smollm2
+
+    if name != "smollm2-135m":
+        _fail(f"base model {name!r} unknown; available: smollm2-135m")
+    try:
+        path = convert_smollm2(out)
+    except (ImportError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(f"SmolLM2-135M saved to {path}")
+
+
+@app.command()
+def refresh(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Re-ingest only changed raw domain files and rebuild the corpus (no-op when nothing changed)."""
+    from flows.refresh import corpus_refresh
+
+    _load(config, overrides)
+    try:
+        result = corpus_refresh(config=str(config) if config else None, overrides=overrides or [])
+    except _user_errors() as e:
+        _fail(str(e))
+    console.print_json(json.dumps(result, default=str))
+
+
+@app.command()
+def deploy(
+    prefect_yaml: Annotated[Path, typer.Option(help="deployments file")] = PROJECT_ROOT
+    / "deploy"
+    / "prefect.yaml",
+) -> None:
+    """Create the work pools and register every deployment on the Prefect server (PREFECT_API_URL)."""
+    from flows.deploy import deploy_all
+
+    deploy_all(prefect_yaml)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

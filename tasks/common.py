@@ -1,0 +1,112 @@
+"""What every stage task shares: its cache key, validation, UI artifacts and the stage stamp.
+
+A task body is `with stage_run(name, cfg) as run: ...`: the run validates artifacts with their GX
+suites (attaching the results as markdown artifacts), publishes summaries, and on success records
+which cache key produced the outputs on disk (see cprec_core.stages.outputs_match).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
+
+from cprec_core.config import Config
+from cprec_core.schema import Artifact
+from cprec_core.stages import record_stage, stage_key
+from cprec_core.validate import validate_artifact
+
+
+def cache_key(stage: str) -> Callable[[TaskRunContext, dict[str, Any]], str]:
+    """Prefect cache_key_fn: content fingerprints of the stage's inputs + its config + code."""
+
+    def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+        key = stage_key(stage, parameters["cfg"])
+        only = parameters.get("domains")  # a partial (refresh) run is its own cache entry
+        return f"{key}-{'-'.join(sorted(only))}" if only else key
+
+    return key_fn
+
+
+def suite_params(cfg: Config) -> dict[str, Any]:
+    """The config values GX suites check against."""
+    return {
+        "min_ts": cfg.ingest.min_ts,
+        "max_ts": cfg.ingest.max_ts,
+        "min_title_chars": cfg.behaviors.min_title_chars,
+        "max_items": cfg.corpus.max_items,
+        "seq_len": cfg.pack.seq_len,
+    }
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lower-case letters, digits and dashes only."""
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A list of flat dicts as a markdown table."""
+    if not rows:
+        return "_(no rows)_\n"
+    cols = list(rows[0])
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v).replace("|", "\\|")
+
+
+class StageRun:
+    """Helpers available inside a stage task body."""
+
+    def __init__(self, stage: str, cfg: Config) -> None:
+        self.stage = stage
+        self.cfg = cfg
+        self.logger = get_run_logger()
+        self.progress = sys.stdout.isatty()
+
+    def validate(self, artifact: Artifact) -> None:
+        """Run the artifact's GX suite; publish the result; fail the task on a broken expectation."""
+        report = validate_artifact(artifact, self.cfg.root, suite_params(self.cfg), raise_on_failure=False)
+        self.publish(f"validation-{artifact.name}", report.to_markdown(), f"GX suite of {artifact.name}")
+        if not report.success:
+            raise RuntimeError(report.failure_message())
+        self.logger.info(
+            "%s: %d rows passed %d expectations", artifact.name, report.rows, len(report.outcomes)
+        )
+
+    def publish(self, name: str, markdown: str, description: str) -> None:
+        """Attach a markdown artifact to the task run (keyed per run name, so the UI keeps history)."""
+        create_markdown_artifact(
+            markdown=markdown, key=artifact_key(f"{self.cfg.name}-{name}"), description=description
+        )
+
+    def summary(self, summary: dict[str, Any], title: str) -> None:
+        """Log and publish a stage summary dict."""
+        self.logger.info("%s summary: %s", self.stage, json.dumps(summary, default=str)[:2000])
+        body = f"## {title}\n\n```json\n{json.dumps(summary, indent=2, default=str)[:20000]}\n```\n"
+        self.publish(f"{self.stage}-summary", body, title)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, cfg: Config) -> Iterator[StageRun]:
+    """Run a stage body; on success, stamp the outputs with the key that produced them."""
+    key = stage_key(stage, cfg)
+    run = StageRun(stage, cfg)
+    run.logger.info("stage %s (key %s) writing under %s", stage, key, Path(cfg.root).resolve())
+    yield run
+    record_stage(stage, cfg, key)

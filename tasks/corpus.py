@@ -1,0 +1,24 @@
+"""Task `corpus`: silver sequences → gold prompt corpora via the unified template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from cprec_core.config import Config
+from cprec_core.schema import GOLD_CORPUS, GOLD_PROBE
+from tasks.common import cache_key, stage_run
+
+
+@task(name="corpus", cache_key_fn=cache_key("corpus"), persist_result=True)
+def corpus(cfg: Config) -> dict[str, Any]:
+    """Render domain and mixed documents, mix them, write the CPT corpus and probe documents."""
+    from cprec_core.corpus import build_corpus
+
+    with stage_run("corpus", cfg) as run:
+        summary = build_corpus(cfg, progress=run.progress)
+        run.validate(GOLD_CORPUS)
+        run.validate(GOLD_PROBE)
+        run.summary(summary, "Corpus")
+    return summary

@@ -1,0 +1,21 @@
+"""Task `evaluate`: full-ranking metrics over seeds, paired significance tests, the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from cprec_core.config import Config
+from tasks.common import cache_key, stage_run
+
+
+@task(name="evaluate", cache_key_fn=cache_key("evaluate"), persist_result=True)
+def evaluate(cfg: Config) -> dict[str, Any]:
+    """Aggregate test metrics (mean ± std), p-values; write report.md and publish its tables."""
+    from cprec_core.evaluate import evaluate_run
+
+    with stage_run("evaluate", cfg) as run:
+        summary = evaluate_run(cfg, progress=run.progress)
+        run.publish("report", summary["report_markdown"], "Recall/NDCG per domain and variant")
+    return summary

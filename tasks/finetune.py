@@ -1,0 +1,22 @@
+"""Task `finetune`: per downstream domain, every variant and seed of the recommender."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from cprec_core.config import Config
+from cprec_core.stages import base_model_dir, cpt_dir
+from tasks.common import cache_key, stage_run
+
+
+@task(name="finetune", cache_key_fn=cache_key("finetune"), persist_result=True)
+def finetune(cfg: Config) -> dict[str, Any]:
+    """Train cpt/base/zero-shot/popularity/SASRec per downstream domain and seed."""
+    from cprec_core.rec.finetune import finetune_all
+
+    with stage_run("finetune", cfg) as run:
+        summary = finetune_all(cfg, cpt_dir(cfg), base_model_dir(cfg), progress=run.progress)
+        run.summary(summary, "Fine-tuning")
+    return summary

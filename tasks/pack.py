@@ -1,0 +1,29 @@
+"""Task `pack`: the base model (tiny model trained on the corpus, or a local LLM) and the packed
+token blocks that CPT trains on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from cprec_core.config import Config
+from cprec_core.schema import GOLD_PACKED
+from cprec_core.stages import base_model_dir
+from tasks.common import cache_key, stage_run
+
+
+@task(name="pack", cache_key_fn=cache_key("pack"), persist_result=True)
+def pack(cfg: Config) -> dict[str, Any]:
+    """Make sure the base model exists, then tokenize and pack the corpus into seq_len blocks."""
+    from cprec_core.tokenize import pack_corpus
+
+    from cprec_core.models import ensure_base_model
+
+    with stage_run("pack", cfg) as run:
+        model_dir = ensure_base_model(cfg)
+        summary = pack_corpus(cfg, model_dir, progress=run.progress)
+        summary["base_model"] = str(base_model_dir(cfg))
+        run.validate(GOLD_PACKED)
+        run.summary(summary, "Tokenize + pack")
+    return summary

@@ -1,0 +1,66 @@
+"""Atomic artifact writes and manifest verification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from cprec_core.artifacts import ArtifactError, DatasetWriter, read_table, verify, write_table
+from cprec_core.schema import BRONZE_INTERACTIONS
+
+
+def _events(n: int, domain: str = "Books") -> pa.Table:
+    return pa.table(
+        {
+            "user_id": [f"u{i}" for i in range(n)],
+            "item_id": [f"i{i % 3}" for i in range(n)],
+            "ts": list(range(n)),
+            "rating": [None] * n,
+            "domain": [domain] * n,
+        }
+    )
+
+
+def test_roundtrip_with_partitions_and_manifest(tmp_path: Path) -> None:
+    with DatasetWriter(BRONZE_INTERACTIONS, tmp_path) as w:
+        w.write(_events(4, "Books"))
+        w.write(_events(2, "Toys"))
+    m = verify(BRONZE_INTERACTIONS.path(tmp_path), deep=True)
+    assert m.rows == 6
+    assert sorted(m.files) == ["domain=Books/part-0.parquet", "domain=Toys/part-0.parquet"]
+    assert read_table(BRONZE_INTERACTIONS, tmp_path).num_rows == 6
+
+
+def test_failed_write_leaves_previous_artifact_intact(tmp_path: Path) -> None:
+    write_table(BRONZE_INTERACTIONS, tmp_path, _events(3))
+    before = verify(BRONZE_INTERACTIONS.path(tmp_path)).fingerprint
+    with pytest.raises(RuntimeError), DatasetWriter(BRONZE_INTERACTIONS, tmp_path) as w:
+        w.write(_events(5))
+        raise RuntimeError("crash mid-write")
+    assert verify(BRONZE_INTERACTIONS.path(tmp_path)).fingerprint == before
+    leftovers = [
+        p.name for p in BRONZE_INTERACTIONS.path(tmp_path).parent.iterdir() if p.name.startswith(".")
+    ]
+    assert leftovers == []
+
+
+def test_schema_drift_is_refused(tmp_path: Path) -> None:
+    bad = _events(2).rename_columns(["user", "item_id", "ts", "rating", "domain"])
+    with pytest.raises(ValueError, match=r"missing \['user_id'\], unexpected \['user'\]"):
+        write_table(BRONZE_INTERACTIONS, tmp_path, bad)
+
+
+def test_truncated_file_detected(tmp_path: Path) -> None:
+    write_table(BRONZE_INTERACTIONS, tmp_path, _events(3))
+    part = BRONZE_INTERACTIONS.path(tmp_path) / "domain=Books" / "part-0.parquet"
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(ArtifactError, match="size"):
+        read_table(BRONZE_INTERACTIONS, tmp_path)
+
+
+def test_missing_manifest_means_incomplete(tmp_path: Path) -> None:
+    (tmp_path / "bronze" / "interactions").mkdir(parents=True)
+    with pytest.raises(ArtifactError, match="missing or incomplete"):
+        read_table(BRONZE_INTERACTIONS, tmp_path)

@@ -1,0 +1,67 @@
+"""Config: defaults load, unknown keys and out-of-range values fail with the key's path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cprec_core.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "amazon2023.yaml", "realdata.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    path = CONFIGS / name
+    if not path.exists():
+        pytest.skip(f"{name} not written yet")
+    cfg = load_config(path)
+    assert not set(cfg.domains.pretrain) & set(cfg.domains.downstream)
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("corpus:\n  mix_ratoi: 0.3\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: corpus.mix_ratoi: unknown key"):
+        load_config(f)
+
+
+def test_out_of_range_value_names_key_and_value() -> None:
+    with pytest.raises(ConfigError, match=r"corpus.mix_ratio: .*less than or equal to 1, got 1.5"):
+        load_config(None, ["corpus.mix_ratio=1.5"])
+
+
+def test_literal_choices_named() -> None:
+    with pytest.raises(ConfigError, match=r"cpt.schedule.kind: .*'wsa'.*got 'linear'"):
+        load_config(None, ["cpt.schedule.kind=linear"])
+
+
+def test_overrides_parse_yaml_values_and_list_indexes() -> None:
+    cfg = load_config(CONFIGS / "demo.yaml", ["corpus.mix_ratio=0.25", "ingest.sources.0.path=/data/x"])
+    assert cfg.corpus.mix_ratio == 0.25
+    assert cfg.ingest.sources[0].path == Path("/data/x")
+    with pytest.raises(ConfigError, match="not an index"):
+        load_config(CONFIGS / "demo.yaml", ["ingest.sources.5.path=/x"])
+
+
+def test_domain_names_with_path_or_sql_characters_rejected() -> None:
+    for bad in ["../etc", "Books; DROP TABLE x", "a/b", ""]:
+        with pytest.raises(ConfigError, match="domains.pretrain"):
+            load_config(None, [f"domains.pretrain=['{bad}']"])
+
+
+def test_pretrain_and_downstream_must_be_disjoint() -> None:
+    with pytest.raises(ConfigError, match="both pretrain and downstream"):
+        load_config(None, ["domains.pretrain=[Books]", "domains.downstream=[Books]"])
+
+
+def test_window_overlap_below_window() -> None:
+    with pytest.raises(ConfigError, match="window_overlap=20 must be < corpus.max_items=20"):
+        load_config(None, ["corpus.window_overlap=20"])
+
+
+def test_section_fingerprint_changes_with_values() -> None:
+    a = load_config(None).corpus.fingerprint()
+    b = load_config(None, ["corpus.mix_ratio=0.1"]).corpus.fingerprint()
+    assert a != b and a == load_config(None).corpus.fingerprint()

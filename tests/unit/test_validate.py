@@ -1,0 +1,54 @@
+"""GX suites: a broken artifact fails with the expectation and sample rows; batches are summed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from cprec_core.artifacts import write_table
+from cprec_core.schema import BRONZE_INTERACTIONS, GOLD_PACKED
+from cprec_core.validate import ValidationFailed, validate_artifact
+
+PARAMS = {"min_ts": 100, "max_ts": 10_000, "seq_len": 4}
+
+
+def _events(ts: list[int], ratings: list[float | None]) -> pa.Table:
+    n = len(ts)
+    return pa.table(
+        {
+            "user_id": [f"u{i}" for i in range(n)],
+            "item_id": ["i"] * n,
+            "ts": ts,
+            "rating": ratings,
+            "domain": ["Books"] * n,
+        }
+    )
+
+
+def test_clean_artifact_passes_in_batches(tmp_path: Path) -> None:
+    write_table(BRONZE_INTERACTIONS, tmp_path, _events([200, 300, 400, 500, 600], [1.0, None, 5.0, 3.0, 2.0]))
+    report = validate_artifact(BRONZE_INTERACTIONS, tmp_path, PARAMS, batch_rows=2)
+    assert report.success and report.rows == 5 and report.batches == 3
+    assert "passed" in report.to_markdown()
+
+
+def test_failure_names_expectation_counts_and_sample_rows(tmp_path: Path) -> None:
+    # ts 50 and 20_000 are outside [100, 10_000]; rating 9 is outside [0, 5].
+    write_table(BRONZE_INTERACTIONS, tmp_path, _events([50, 300, 20_000], [1.0, 9.0, None]))
+    with pytest.raises(ValidationFailed) as err:
+        validate_artifact(BRONZE_INTERACTIONS, tmp_path, PARAMS, batch_rows=2)
+    msg = str(err.value)
+    assert "ExpectColumnValuesToBeBetween(column='ts', min_value=100, max_value=10000): 2 of 3" in msg
+    assert "column='rating'" in msg and "1 of 3" in msg
+    assert "'ts': 50" in msg  # a sample row is shown
+    assert "ExpectColumnValuesToNotBeNull" not in msg  # passing expectations are not reported
+
+
+def test_packed_blocks_must_have_seq_len_tokens(tmp_path: Path) -> None:
+    table = pa.table({"input_ids": pa.array([[1, 2, 3, 4], [5, 6, 7]], pa.list_(pa.int32()))})
+    write_table(GOLD_PACKED, tmp_path, table)
+    report = validate_artifact(GOLD_PACKED, tmp_path, PARAMS, raise_on_failure=False)
+    assert not report.success
+    assert report.outcomes[0].unexpected_count == 1
