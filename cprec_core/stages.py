@@ -33,22 +33,6 @@ from cprec_core.schema import (
 STAGES: tuple[str, ...] = ("ingest", "behaviors", "corpus", "pack", "cpt", "finetune", "evaluate")
 
 
-def raw_file_fingerprints(cfg: Config) -> dict[str, str]:
-    """(size, mtime) fingerprint of every raw source file, keyed by path.
-
-    Hashing tens of GB of logs on every run would cost more than ingesting them; size + mtime
-    is what rsync and make trust, and a changed file always changes one of them.
-    """
-    out: dict[str, str] = {}
-    for source in cfg.ingest.sources:
-        base = Path(source.path)
-        files = sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
-        for p in files:
-            st = p.stat()
-            out[str(p)] = f"{st.st_size}:{st.st_mtime_ns}"
-    return out
-
-
 def cpt_dir(cfg: Config) -> Path:
     """Where the CPT checkpoint of this run lives."""
     return cfg.root / "models" / "cpt" / cfg.name
@@ -142,7 +126,9 @@ def stage_key(stage: str, cfg: Config) -> str:
     spec = SPECS[stage]
     inputs = {str(p): _fingerprint_or_missing(p) for p in spec.inputs(cfg)}
     if stage == "ingest":
-        inputs = raw_file_fingerprints(cfg)
+        from cprec_core.refresh import domain_fingerprints
+
+        inputs = domain_fingerprints(cfg)
     if stage in ("pack", "cpt") and cfg.model.path is not None:
         inputs["model"] = str(Path(cfg.model.path).resolve())
     sections = {s: getattr(cfg, s).model_dump(mode="json") for s in spec.sections}

@@ -155,9 +155,8 @@ def tiny_model(
     overrides: SetOpt = None,
 ) -> None:
     """Build the tiny Llama + BPE tokenizer (trained on the run's corpus) used by the demo and tests."""
-    from cprec_core.tokenize import corpus_texts
-
     from cprec_core.models import build_tiny_model
+    from cprec_core.tokenize import corpus_texts
 
     cfg = _load(config, overrides)
     try:
@@ -187,11 +186,11 @@ def base_model(
 @app.command()
 def refresh(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Re-ingest only changed raw domain files and rebuild the corpus (no-op when nothing changed)."""
-    from flows.refresh import corpus_refresh
+    from flows.cprec import cprec
 
     _load(config, overrides)
     try:
-        result = corpus_refresh(config=str(config) if config else None, overrides=overrides or [])
+        result = cprec(config=str(config) if config else None, overrides=overrides or [], refresh=True)
     except _user_errors() as e:
         _fail(str(e))
     console.print_json(json.dumps(result, default=str))

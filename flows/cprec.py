@@ -16,6 +16,7 @@ from prefect.filesystems import LocalFileSystem
 
 from cprec_core.config import Config, config_from_dict, load_config
 from cprec_core.stages import outputs_match, parse_stages, stage_key
+from flows.refresh import run_refresh
 from tasks.behaviors import behaviors
 from tasks.corpus import corpus
 from tasks.cpt import cpt
@@ -66,13 +67,17 @@ def cprec(
     config: str | dict[str, Any] | None = None,
     stages: list[str] | str = "all",
     overrides: list[str] | None = None,
+    refresh: bool = False,
 ) -> dict[str, Any]:
     """Run the selected stages in order; each is a cached, validated task.
 
     config: YAML path or mapping (default: built-in defaults); stages: 'all', 'a,b' or a list;
-    overrides: dotted `key=value` strings applied on top of the config.
+    overrides: dotted `key=value` strings applied on top of the config; refresh: instead of
+    `stages`, re-ingest only changed raw domains and rebuild the corpus (flows/refresh.py).
     """
     cfg = resolve_config(config, overrides)
+    if refresh:
+        return run_refresh(cfg, run_stage)
     logger = get_run_logger()
     selected = parse_stages(stages)
     logger.info("run %s: stages %s, root %s", cfg.name, ", ".join(selected), Path(cfg.root).resolve())

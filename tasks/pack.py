@@ -16,9 +16,8 @@ from tasks.common import cache_key, stage_run
 @task(name="pack", cache_key_fn=cache_key("pack"), persist_result=True)
 def pack(cfg: Config) -> dict[str, Any]:
     """Make sure the base model exists, then tokenize and pack the corpus into seq_len blocks."""
-    from cprec_core.tokenize import pack_corpus
-
     from cprec_core.models import ensure_base_model
+    from cprec_core.tokenize import pack_corpus
 
     with stage_run("pack", cfg) as run:
         model_dir = ensure_base_model(cfg)

@@ -1,0 +1,80 @@
+"""Incremental corpus refresh: which raw domain files changed since the last refresh, and a lock
+so that two refreshes never run at once.
+
+State: `<root>/state/raw_fingerprints.json` (domain → fingerprint of its raw files), written only
+after a refresh fully succeeded, so a crashed refresh is simply redone by the next one. Reads the
+raw sources through the ingest readers' discovery, writes nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from cprec_core.artifacts import atomic_write_text
+from cprec_core.config import Config
+
+
+class RefreshBusy(RuntimeError):
+    """Another refresh holds the lock for this run root."""
+
+
+def domain_fingerprints(cfg: Config) -> dict[str, str]:
+    """domain → hash of (path, size, mtime) of its raw files, as the ingest readers find them.
+
+    Hashing tens of GB of logs on every check would cost more than ingesting them; size + mtime
+    is what rsync and make trust, and rewriting a file changes its mtime.
+    """
+    from cprec_core.ingest.run import discover_all
+
+    per_domain: dict[str, list[str]] = {}
+    for raw in discover_all(cfg.ingest, None):
+        st = Path(raw.path).stat()
+        per_domain.setdefault(raw.domain, []).append(f"{raw.path}:{st.st_size}:{st.st_mtime_ns}")
+    return {d: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest()[:16] for d, v in per_domain.items()}
+
+
+def _state_path(cfg: Config) -> Path:
+    return cfg.root / "state" / "raw_fingerprints.json"
+
+
+def changed_domains(cfg: Config) -> tuple[list[str], dict[str, str]]:
+    """Domains whose raw files are new or changed since the last successful refresh."""
+    current = domain_fingerprints(cfg)
+    path = _state_path(cfg)
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    changed = sorted(d for d, fp in current.items() if previous.get(d) != fp)
+    return changed, current
+
+
+def save_fingerprints(cfg: Config, fingerprints: dict[str, str]) -> None:
+    """Record the raw state a refresh has fully processed."""
+    atomic_write_text(_state_path(cfg), json.dumps(fingerprints, indent=2, sort_keys=True))
+
+
+@contextlib.contextmanager
+def refresh_lock(cfg: Config) -> Iterator[None]:
+    """An exclusive, non-blocking lock per run root; raises RefreshBusy if it is held.
+
+    flock is released by the kernel when the holder dies, so a killed refresh never leaves a
+    stale lock behind.
+    """
+    path = cfg.root / "state" / "refresh.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise RefreshBusy(f"another corpus refresh holds {path}") from None
+            raise
+        yield
+    finally:
+        os.close(fd)

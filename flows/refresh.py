@@ -1,0 +1,43 @@
+"""Incremental corpus refresh, run by the `cprec` flow with `refresh=True` (deployment
+`cprec/corpus-refresh`, on a schedule): re-ingest only changed domains, rebuild the joins and the
+corpus, and emit `cprec.corpus.updated` so that a deployment trigger can start CPT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.events import emit_event
+
+from cprec_core.config import Config
+from cprec_core.refresh import RefreshBusy, changed_domains, refresh_lock, save_fingerprints
+
+REFRESH_STAGES = ("ingest", "behaviors", "corpus")
+EVENT = "cprec.corpus.updated"
+
+
+def run_refresh(cfg: Config, run_stage) -> dict[str, Any]:
+    """One refresh: a no-op when no raw file changed; never two at once for the same run root."""
+    logger = get_run_logger()
+    try:
+        with refresh_lock(cfg):
+            changed, fingerprints = changed_domains(cfg)
+            if not changed:
+                logger.info("no new or changed raw files: nothing to do")
+                return {"status": "unchanged", "changed_domains": []}
+            logger.info("changed domains: %s", ", ".join(changed))
+            results = {"ingest": run_stage("ingest", cfg, domains=changed)}
+            for stage in REFRESH_STAGES[1:]:
+                results[stage] = run_stage(stage, cfg)
+            save_fingerprints(cfg, fingerprints)
+    except RefreshBusy as e:
+        logger.warning("%s: this run exits without work", e)
+        return {"status": "busy", "changed_domains": []}
+    payload = {
+        "changed_domains": changed,
+        "documents": results["corpus"].get("documents"),
+        "run": cfg.name,
+    }
+    emit_event(EVENT, resource={"prefect.resource.id": f"cprec.corpus.{cfg.name}"}, payload=payload)
+    return {"status": "updated", **payload, "results": results}
