@@ -67,11 +67,14 @@ class SynthConfig(Section):
     _check_domains = field_validator("domains")(lambda v: [check_domain_name(d) for d in v])
 
 
-IngestFormat = Literal["amazon2023", "amazon2014", "recbole", "generic"]
+IngestFormat = Literal["amazon2023", "amazon2014", "recbole", "generic", "synthetic"]
 
 
 class SourceConfig(Section):
-    format: IngestFormat = Field(description="reader: amazon2023 | amazon2014 | recbole | generic")
+    format: IngestFormat = Field(
+        description="reader: amazon2023 | amazon2014 | recbole | generic | synthetic (the generator "
+        "writes Amazon-2023 files to `path` from the `synth` section, then they are read as amazon2023)"
+    )
     path: Path = Field(description="directory of raw files")
     domains: list[str] | None = Field(None, description="domains to read; None = every one found")
     rename: dict[str, str] = Field(

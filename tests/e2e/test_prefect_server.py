@@ -1,0 +1,155 @@
+"""End to end with real parts: a local Prefect server, work pools, deployments from
+deploy/prefect.yaml, a process worker, `prefect deployment run cprec/full-pipeline --watch`, then a
+single-stage rerun whose upstream stages are cache hits. Every process is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"prefect server at {url} not healthy after {timeout} s")
+
+
+def stop(proc: subprocess.Popen, signals: int = 1) -> None:
+    """SIGTERM the process group (`signals` times: a worker needs two), then SIGKILL if needed."""
+    for _ in range(signals):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                continue
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", *args],
+        cwd=REPO, env=env, text=True, capture_output=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_UI_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "DO_NOT_TRACK": "1",
+    }
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_healthy(api, proc)
+        yield env
+    finally:
+        stop(proc)
+        log.close()
+
+
+def test_deployment_run_then_stage_rerun_hits_upstream_cache(server: dict[str, str], tmp_path: Path) -> None:
+    env = server
+    deployed = subprocess.run(
+        [str(BIN / "cprec"), "deploy"], cwd=REPO, env=env, text=True, capture_output=True, timeout=300
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    listed = cli(env, "deployment", "ls")
+    for name in ("full-pipeline", "ingest", "behaviors", "corpus", "cpt", "finetune", "evaluate", "corpus-refresh"):
+        assert name in listed.stdout, listed.stdout
+
+    worker_log = open(tmp_path / "worker.log", "w")
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "cprec-cpu", "--type", "process"],
+        cwd=REPO, env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    root = tmp_path / "run"
+    params = {
+        "config": "configs/demo.yaml",
+        "stages": "ingest,behaviors,corpus",
+        "overrides": [
+            f"paths.root={root}",
+            f"synth.out_dir={tmp_path / 'raw'}",
+            f"ingest.sources=[{{format: synthetic, path: {tmp_path / 'raw'}}}]",
+            "synth.n_users=150",
+            "synth.n_items_per_domain=40",
+            "synth.n_interactions=4000",
+            "behaviors.k_core=2",
+        ],
+    }
+    try:
+        first = cli(env, "deployment", "run", "cprec/full-pipeline", "--params", json.dumps(params), "--watch")
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+        assert "Completed" in first.stdout
+        corpus_manifest = json.loads((root / "gold" / "corpus" / "_manifest.json").read_text())
+        assert corpus_manifest["rows"] > 0
+
+        rerun = {**params, "stages": "ingest,behaviors,corpus"}
+        second = cli(env, "deployment", "run", "cprec/corpus", "--params", json.dumps(rerun), "--watch")
+        assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+        states = task_states_of_last_run(env)
+        assert states == {"ingest": "Cached", "behaviors": "Cached", "corpus": "Cached"}, states
+        artifacts = cli(env, "artifact", "ls")
+        assert "validation-gold-corpus" in artifacts.stdout, artifacts.stdout
+    finally:
+        stop(worker, signals=2)
+        worker_log.close()
+
+
+def task_states_of_last_run(env: dict[str, str]) -> dict[str, str]:
+    """Task states of the newest flow run, read through the server's API."""
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId\n"
+        "from prefect.client.schemas.sorting import FlowRunSort\n"
+        "import json\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    fr = c.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]\n"
+        "    trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])))\n"
+        "    print(json.dumps({t.name.rsplit('-', 1)[0]: t.state.name for t in trs}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, text=True, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
