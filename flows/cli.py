@@ -141,11 +141,16 @@ def prepare_realdata(
     out: Annotated[Path, typer.Option(help="generic-layout output")] = Path("var/raw/realdata"),
 ) -> None:
     """Convert the research-format Amazon sets in shared/data into the generic layout."""
+    from cprec_core.realdata import RealDataError
     from cprec_core.realdata import prepare_realdata as prepare
 
     if not data.is_dir():
         _fail(f"--data {data}: no such folder (it holds the real Amazon sets; see README)")
-    console.print_json(json.dumps(prepare(data, out, progress=True), default=str))
+    try:
+        counts = prepare(data, out, progress=True)
+    except RealDataError as e:
+        _fail(str(e))
+    console.print_json(json.dumps(counts, default=str))
 
 
 @app.command("tiny-model")
