@@ -29,11 +29,17 @@ def sql_text(name: str) -> str:
     return path.read_text()
 
 
+def scratch_dir(cfg: DuckDBConfig, root: Path) -> Path:
+    """DuckDB's spill directory (also the place for a stage's throw-away working database)."""
+    temp = cfg.temp_directory or Path(root) / "tmp" / "duckdb"
+    temp.mkdir(parents=True, exist_ok=True)
+    return temp
+
+
 @contextlib.contextmanager
 def connect(cfg: DuckDBConfig, root: Path, database: str = ":memory:") -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection with the out-of-core settings of `behaviors.duckdb`."""
-    temp = cfg.temp_directory or Path(root) / "tmp" / "duckdb"
-    temp.mkdir(parents=True, exist_ok=True)
+    temp = scratch_dir(cfg, root)
     config = {
         "memory_limit": cfg.memory_limit,
         "threads": cfg.threads,
@@ -44,11 +50,18 @@ def connect(cfg: DuckDBConfig, root: Path, database: str = ":memory:") -> Iterat
         yield con
 
 
-def register_parquet(con: duckdb.DuckDBPyConnection, view: str, files: list[str]) -> None:
-    """Expose a list of Parquet files as a view named `view` (a fixed identifier, not user input)."""
+def register_parquet(
+    con: duckdb.DuckDBPyConnection, view: str, files: list[str], row_order: bool = False
+) -> None:
+    """Expose a list of Parquet files as a view named `view` (a fixed identifier, not user input).
+
+    With `row_order`, the view also has `filename` and `file_row_number`, so SQL can tell which of
+    two records came later (files are listed in manifest order).
+    """
     if not _IDENT.match(view):
         raise ValueError(f"view name {view!r} must be a lower-case identifier")
-    con.read_parquet(files, hive_partitioning=False).create_view(view, replace=True)
+    rel = con.read_parquet(files, hive_partitioning=False, filename=row_order, file_row_number=row_order)
+    rel.create_view(view, replace=True)
 
 
 def run(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None = None) -> None:
@@ -68,7 +81,7 @@ def query(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | No
     if len(statements) != 1:
         raise ValueError(f"sql/{name}.sql: query() needs exactly one statement, found {len(statements)}")
     used = {k: v for k, v in (params or {}).items() if re.search(rf"\${k}\b", statements[0])}
-    return con.execute(statements[0], used or None).to_arrow_table()
+    return con.sql(statements[0], params=used or None).to_arrow_table()
 
 
 def _statements(text: str) -> list[str]:

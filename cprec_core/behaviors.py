@@ -1,0 +1,194 @@
+"""Behaviour organisation: bronze interactions and items → silver sequences, splits and stats.
+
+Reads `bronze.interactions` and `bronze.items`; writes `silver.items`, `silver.events`,
+`silver.mixed` and `silver.stats` (cprec_core/schema.py). Implements PAPER.md §2 (domain-specific
+and all-domain mixed sequences) and the leave-one-out split of §6.
+
+All the work runs in DuckDB, out of core, on the files in sql/ (read `ls sql/` as the DAG):
+dedupe → items with usable text → iterative k-core → chronological sequences with their split →
+item catalogue → mixed train sequences → per-step counts. Python only orders the SQL files, loops
+the k-core pass to its fixed point and streams the final tables, sorted by their keys, into the
+artifact writers (so two runs write byte-identical files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from rich.progress import Progress
+
+from cprec_core import sql
+from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_manifest
+from cprec_core.config import Config
+from cprec_core.schema import (
+    BRONZE_INTERACTIONS,
+    BRONZE_ITEMS,
+    SILVER_EVENTS,
+    SILVER_ITEMS,
+    SILVER_MIXED,
+    SILVER_STATS,
+    Artifact,
+)
+
+BATCH_ROWS = 128 * 1024  # rows per streamed Arrow batch (= the writer's row group): bounds memory
+
+# sql/ files in DAG order around the k-core loop (41_int_kcore_step, repeated to its fixed point).
+CLEANING = ("10_stg_interactions", "11_stg_items", "20_int_dedup", "30_int_events_text", "40_int_kcore")
+FACTS = ("50_fct_events", "51_fct_items", "60_fct_mixed", "70_fct_stats")
+
+# Final tables of sql/ and the artifact each becomes.
+OUTPUTS: tuple[tuple[str, Artifact], ...] = (
+    ("fct_items", SILVER_ITEMS),
+    ("fct_events", SILVER_EVENTS),
+    ("fct_mixed", SILVER_MIXED),
+    ("fct_stats", SILVER_STATS),
+)
+
+
+class BehaviorsError(ValueError):
+    """The bronze data cannot serve the configured domains."""
+
+
+def behaviors_config_hash(cfg: Config) -> str:
+    """Hash of what decides the silver content: `behaviors` (minus DuckDB resources) and `domains`.
+
+    `behaviors.duckdb` (memory, threads, spill dir) is left out: it changes speed, not results.
+    """
+    return config_hash(cfg.behaviors.model_dump(mode="json", exclude={"duckdb"}), cfg.domains)
+
+
+def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
+    """Build the four silver artifacts from bronze; return counts, k-core passes and fingerprints.
+
+    The returned dict holds `counts` ({domain: {step: {n_users, n_items, n_events}}}),
+    `kcore_iterations` (k-core passes that removed events), `dropped_without_text` ({domain:
+    events dropped because their item has no usable title}), `fingerprints` and `rows` per
+    artifact name, `config_hash`, `seconds` and `step_seconds` (per SQL file and per write).
+    """
+    started = time.perf_counter()
+    root = cfg.root
+    b = cfg.behaviors
+    params = {
+        "pretrain": cfg.domains.pretrain,
+        "downstream": cfg.domains.downstream,
+        "k": b.k_core,
+        "min_title_chars": b.min_title_chars,
+        "min_sequence_len": b.min_sequence_len,
+    }
+    inputs = {a.name: read_manifest(a, root).fingerprint for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS)}
+    cfg_hash = behaviors_config_hash(cfg)
+    seconds: dict[str, float] = {}
+    with _working_db(cfg) as con, Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("behaviors", total=len(CLEANING) + len(FACTS) + len(OUTPUTS) + 2)
+
+        @contextlib.contextmanager
+        def timed(name: str) -> Iterator[None]:
+            bar.update(task, description=f"behaviors: {name}")
+            t0 = time.perf_counter()
+            yield
+            seconds[name] = round(time.perf_counter() - t0, 3)
+            bar.advance(task)
+
+        sql.register_parquet(con, "bronze_interactions", parquet_files(BRONZE_INTERACTIONS, root))
+        sql.register_parquet(con, "bronze_items", parquet_files(BRONZE_ITEMS, root), row_order=True)
+        with timed("00_cfg_domains"):
+            sql.run(con, "00_cfg_domains", params)
+            _check_coverage(con, root)
+        for name in CLEANING:
+            with timed(name):
+                sql.run(con, name, params)
+        with timed("41_int_kcore_step"):
+            iterations = _kcore(con, b.k_core)
+        for name in FACTS:
+            with timed(name):
+                sql.run(con, name, params)
+        counts = _counts(con)
+        dropped = {d: c["dedup"]["n_events"] - c["text"]["n_events"] for d, c in counts.items()}
+        extra = {"kcore_iterations": iterations, "dropped_without_text": dropped, "inputs": inputs}
+        manifests = {}
+        for table, artifact in OUTPUTS:
+            with timed(f"write {artifact.name}"):
+                manifests[artifact.name] = _export(con, table, artifact, root, cfg_hash, extra)
+    return {
+        "counts": counts,
+        "kcore_iterations": iterations,
+        "dropped_without_text": dropped,
+        "fingerprints": {name: m.fingerprint for name, m in manifests.items()},
+        "rows": {name: m.rows for name, m in manifests.items()},
+        "config_hash": cfg_hash,
+        "seconds": round(time.perf_counter() - started, 3),
+        "step_seconds": seconds,
+    }
+
+
+@contextlib.contextmanager
+def _working_db(cfg: Config) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A throw-away on-disk DuckDB database in the spill directory, so tables can exceed memory."""
+    scratch = sql.scratch_dir(cfg.behaviors.duckdb, cfg.root)
+    with (
+        tempfile.TemporaryDirectory(prefix="behaviors-", dir=scratch) as tmp,
+        sql.connect(cfg.behaviors.duckdb, cfg.root, database=str(Path(tmp) / "work.duckdb")) as con,
+    ):
+        yield con
+
+
+def _check_coverage(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """Raise naming each configured domain without bronze events or items, and what bronze has."""
+    rows = sql.query(con, "12_stg_domain_coverage").to_pylist()
+    problems = []
+    for column, artifact in (("n_bronze_events", BRONZE_INTERACTIONS), ("n_bronze_items", BRONZE_ITEMS)):
+        present = ", ".join(r["domain"] for r in rows if r[column] > 0) or "none"
+        for r in rows:
+            if r["role"] is not None and r[column] == 0:
+                problems.append(
+                    f"domains.{r['role']}: domain {r['domain']!r} has no rows in "
+                    f"{artifact.path(root)} (it has: {present})"
+                )
+    if problems:
+        raise BehaviorsError("; ".join(problems))
+
+
+def _kcore(con: duckdb.DuckDBPyConnection, k: int) -> int:
+    """Run the k-core pass until it removes nothing; return the passes that removed events."""
+    passes = 0
+    while True:
+        removed = sql.query(con, "41_int_kcore_step", {"k": k}).column(0)[0].as_py()
+        if removed == 0:
+            return passes
+        passes += 1
+
+
+def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, dict[str, int]]]:
+    """fct_stats as {domain: {step: {n_users, n_items, n_events}}}."""
+    rows = con.sql("select domain, step, n_users, n_items, n_events from fct_stats").fetchall()
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for domain, step, n_users, n_items, n_events in rows:
+        counts.setdefault(domain, {})[step] = {"n_users": n_users, "n_items": n_items, "n_events": n_events}
+    return counts
+
+
+def _export(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    artifact: Artifact,
+    root: Path,
+    cfg_hash: str,
+    extra: dict[str, Any],
+) -> Manifest:
+    """Stream a final table, sorted by the artifact's key, into the artifact (atomic, manifest).
+
+    Table and column names come from this module and schema.py, never from user input.
+    """
+    query = f"select {', '.join(artifact.schema.names)} from {table} order by {', '.join(artifact.key)}"
+    with DatasetWriter(artifact, root, cfg_hash) as writer:
+        for batch in con.sql(query).to_arrow_reader(BATCH_ROWS):
+            writer.write(batch)
+        writer.extra.update(extra)
+    assert writer.manifest is not None  # set by a clean __exit__
+    return writer.manifest

@@ -1,0 +1,381 @@
+"""cprec_core/behaviors.py and sql/*.sql: bronze → silver items, events, mixed, stats.
+
+Each test writes a tiny hand-made bronze with `write_table` and runs the real stage. Expected
+values are worked out by hand in the comments.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from cprec_core.artifacts import read_manifest, read_table, write_table
+from cprec_core.behaviors import BehaviorsError, behaviors_config_hash, build_behaviors
+from cprec_core.config import BehaviorsConfig, Config, DomainsConfig, DuckDBConfig, PathsConfig
+from cprec_core.schema import (
+    BRONZE_INTERACTIONS,
+    BRONZE_ITEMS,
+    INTERACTIONS_SCHEMA,
+    ITEMS_SCHEMA,
+    SILVER_EVENTS,
+    SILVER_ITEMS,
+    SILVER_MIXED,
+    SILVER_STATS,
+)
+
+Event = tuple[str, str, str, int]  # (domain, user_id, item_id, ts)
+Item = tuple[str, str, str | None, list[str]]  # (domain, item_id, title, categories)
+
+
+def titled(events: list[Event]) -> list[Item]:
+    """One item record with a usable title for every item the events mention."""
+    pairs = sorted({(d, i) for d, _, i, _ in events})
+    return [(d, i, f"Title of {i}", ["Root", f"Leaf {i}"]) for d, i in pairs]
+
+
+def build(
+    root: Path,
+    events: list[Event],
+    items: list[Item] | None = None,
+    pretrain: tuple[str, ...] = ("A",),
+    downstream: tuple[str, ...] = (),
+    k_core: int = 1,
+    min_sequence_len: int = 3,
+    threads: int = 1,
+    progress: bool = False,
+) -> dict:
+    """Write bronze from tuples, run build_behaviors on it, return its result dict."""
+    items = titled(events) if items is None else items
+    d, u, i, t = (list(c) for c in zip(*events, strict=True))
+    write_table(
+        BRONZE_INTERACTIONS,
+        root,
+        pa.table(
+            {"user_id": u, "item_id": i, "ts": t, "rating": [None] * len(t), "domain": d},
+            schema=INTERACTIONS_SCHEMA,
+        ),
+    )
+    dom, item, title, cats = (list(c) for c in zip(*items, strict=True))
+    n = len(item)
+    write_table(
+        BRONZE_ITEMS,
+        root,
+        pa.table(
+            {"item_id": item, "domain": dom, "title": title, "categories": cats}
+            | {"description": [None] * n, "extra": ["{}"] * n},
+            schema=ITEMS_SCHEMA,
+        ),
+    )
+    return build_behaviors(config(root, pretrain, downstream, k_core, min_sequence_len, threads), progress)
+
+
+def config(root, pretrain, downstream=(), k_core=1, min_sequence_len=3, threads=1) -> Config:
+    return Config(
+        paths=PathsConfig(root=root),
+        domains=DomainsConfig(pretrain=list(pretrain), downstream=list(downstream)),
+        behaviors=BehaviorsConfig(
+            k_core=k_core,
+            min_sequence_len=min_sequence_len,
+            duckdb=DuckDBConfig(memory_limit="256MB", threads=threads),
+        ),
+    )
+
+
+def rows(artifact, root: Path) -> list[tuple]:
+    """An artifact's rows as sorted tuples in schema column order."""
+    table = read_table(artifact, root)
+    return sorted(zip(*(table[c].to_pylist() for c in artifact.schema.names), strict=True))
+
+
+def events_of(root: Path) -> list[tuple]:
+    return rows(SILVER_EVENTS, root)  # (domain, user_id, position, item_id, ts, split)
+
+
+# --- 20_int_dedup ---------------------------------------------------------------------------------
+
+
+def test_dedupe_collapses_exact_duplicates_and_keeps_repeat_purchases(tmp_path):
+    # u1 in A: (i1,10) twice = one event logged twice; i1 again at ts 30 = a repeat purchase.
+    # bronze 5 events -> dedup 4: i1@10, i2@20, i1@30, i3@40 -> positions 0..3,
+    # split train, train, valid (second last), test (last).
+    # Domain Z is in bronze but not configured: it is ignored.
+    events = [("A", "u1", "i1", 10), ("A", "u1", "i1", 10), ("A", "u1", "i2", 20)]
+    events += [("A", "u1", "i1", 30), ("A", "u1", "i3", 40)]
+    events += [("Z", "u1", f"z{n}", n) for n in range(4)]
+    result = build(tmp_path, events)
+    assert events_of(tmp_path) == [
+        ("A", "u1", 0, "i1", 10, "train"),
+        ("A", "u1", 1, "i2", 20, "train"),
+        ("A", "u1", 2, "i1", 30, "valid"),
+        ("A", "u1", 3, "i3", 40, "test"),
+    ]
+    assert set(result["counts"]) == {"A"}
+    a = result["counts"]["A"]
+    assert a["bronze"] == {"n_users": 1, "n_items": 3, "n_events": 5}
+    assert a["dedup"] == {"n_users": 1, "n_items": 3, "n_events": 4}
+
+
+# --- 11_stg_items, 30_int_events_text ---------------------------------------------------------------
+
+
+def test_items_last_record_wins_and_events_without_text_are_dropped_and_counted(tmp_path):
+    # min_title_chars = 3 (default). Items of A:
+    #   i1 "  Ab  "  -> trimmed "Ab" (2 chars)                 -> no text
+    #   i2 None                                                -> no text
+    #   i3 " Good book " -> "Good book", leaf "Mystery"       -> text
+    #   i4 "Lamp" then later "Desk Lamp" (last wins), cats []  -> text, category null
+    #   i5 no item record at all                               -> no text
+    #   i6 "Chair" then later "" (last wins even if worse)     -> no text
+    # u1 events i1@1 i2@2 i3@3 i4@4 i5@5 i3@6 i4@7 i6@8: 8 after dedup, 4 with text
+    # (i3@3, i4@4, i3@6, i4@7) -> dropped_without_text A = 8 - 4 = 4.
+    # Domain B: its only item has a 1-char title, so B is emptied at the text step (zeros).
+    events = [("A", "u1", f"i{n}", n) for n in (1, 2, 3, 4, 5)]
+    events += [("A", "u1", "i3", 6), ("A", "u1", "i4", 7), ("A", "u1", "i6", 8)]
+    events += [("B", "u1", "b1", n) for n in (1, 2, 3)]
+    items: list[Item] = [
+        ("A", "i1", "  Ab  ", ["X"]),
+        ("A", "i2", None, ["X"]),
+        ("A", "i3", " Good book ", ["Books", "Fiction", " Mystery "]),
+        ("A", "i4", "Lamp", ["Home"]),
+        ("A", "i6", "Chair", ["Home"]),
+        ("A", "i4", "Desk Lamp", []),
+        ("A", "i6", "", ["Home"]),
+        ("B", "b1", "x", ["Y"]),
+    ]
+    result = build(tmp_path, events, items, pretrain=("A", "B"))
+    assert result["dropped_without_text"] == {"A": 4, "B": 3}
+    assert rows(SILVER_ITEMS, tmp_path) == [
+        ("A", "i3", "Good book", "Mystery"),
+        ("A", "i4", "Desk Lamp", None),
+    ]
+    assert [(e[3], e[4], e[5]) for e in events_of(tmp_path)] == [
+        ("i3", 3, "train"),
+        ("i4", 4, "train"),
+        ("i3", 6, "valid"),
+        ("i4", 7, "test"),
+    ]
+    stats = {(d, s): (nu, ni, ne) for d, s, nu, ni, ne in rows(SILVER_STATS, tmp_path)}
+    assert stats[("A", "text")] == (1, 2, 4)
+    assert stats[("B", "dedup")] == (1, 1, 3)
+    assert stats[("B", "text")] == stats[("B", "kcore")] == stats[("B", "sequences")] == (0, 0, 0)
+    manifest = read_manifest(SILVER_STATS, tmp_path)
+    assert manifest.extra["dropped_without_text"] == {"A": 4, "B": 3}
+
+
+# --- 40_int_kcore, 41_int_kcore_step --------------------------------------------------------------
+
+
+def test_kcore_is_iterative_where_one_pass_is_not_enough(tmp_path):
+    # k = 3. Core: u1, u2, u3 x items a, b, c (9 events; every user and item has 3).
+    # Pendant: item d bought by u1, u2, u4; u4 also bought a.
+    #   counts before: u1 4, u2 4, u3 3, u4 2 | a 4, b 3, c 3, d 3
+    #   pass 1 removes u4 (2 < 3): u4-d, u4-a go; now d has 2, a has 3
+    #   pass 2 removes d (2 < 3): u1-d, u2-d go; now u1, u2 have 3 each
+    #   pass 3 removes nothing -> 2 removal passes, 9 events left (the core).
+    # A naive one-pass filter on the first counts would only drop u4 and keep 11 events.
+    core = [("A", u, i, t) for t, (u, i) in enumerate(itertools.product(["u1", "u2", "u3"], "abc"))]
+    pendant = [("A", "u1", "d", 20), ("A", "u2", "d", 21), ("A", "u4", "d", 22), ("A", "u4", "a", 23)]
+    events = core + pendant
+    users = Counter(e[1] for e in events)
+    items = Counter(e[2] for e in events)
+    one_pass = [e for e in events if users[e[1]] >= 3 and items[e[2]] >= 3]
+    assert len(one_pass) == 11  # the fixture does tell iterative from one-pass
+
+    result = build(tmp_path, events, k_core=3)
+    assert result["kcore_iterations"] == 2
+    assert result["counts"]["A"]["kcore"] == {"n_users": 3, "n_items": 3, "n_events": 9}
+    assert sorted((e[1], e[3]) for e in events_of(tmp_path)) == sorted((e[1], e[2]) for e in core)
+    assert read_manifest(SILVER_EVENTS, tmp_path).extra["kcore_iterations"] == 2
+
+
+# --- 50_fct_events ----------------------------------------------------------------------------------
+
+
+def test_sequences_are_chronological_with_item_id_tie_break_and_leave_one_out(tmp_path):
+    # u1: c@50, b@100, a@100, d@200 -> ts order with item_id breaking the tie at 100:
+    #   c (0, train), a (1, train), b (2, valid), d (3, test)
+    # u2: 2 events < min_sequence_len 3 -> dropped from A (but counted at the kcore step).
+    events = [("A", "u1", "b", 100), ("A", "u1", "a", 100), ("A", "u1", "c", 50), ("A", "u1", "d", 200)]
+    events += [("A", "u2", "a", 1), ("A", "u2", "b", 2)]
+    result = build(tmp_path, events)
+    assert events_of(tmp_path) == [
+        ("A", "u1", 0, "c", 50, "train"),
+        ("A", "u1", 1, "a", 100, "train"),
+        ("A", "u1", 2, "b", 100, "valid"),
+        ("A", "u1", 3, "d", 200, "test"),
+    ]
+    assert result["counts"]["A"]["kcore"]["n_users"] == 2
+    assert result["counts"]["A"]["sequences"] == {"n_users": 1, "n_items": 4, "n_events": 4}
+    # the catalogue holds exactly the items of the final sequences
+    assert [r[1] for r in rows(SILVER_ITEMS, tmp_path)] == ["a", "b", "c", "d"]
+
+
+# --- 60_fct_mixed -----------------------------------------------------------------------------------
+
+# pretrain A, B; downstream C.
+# u1: A a1@10 a2@20 | a3@30 valid, a4@40 test;  B b1@15 b2@20 | b3@25 valid, b4@50 test;
+#     C c1@5 c2@6 c3@7 (downstream: never mixed).
+#     mixed = train events by ts, ties by domain: a1@10, b1@15, a2@20 (A < B), b2@20.
+# u2: A and C only -> one pretrain domain -> no mixed sequence.
+# u3: A a1@100 (pos 0), a2@100 (pos 1), a3@200, then a4@300 valid, a5@400 test;
+#     B b1@100 train, b2@300 valid, b3@400 test.
+#     mixed: ts 100 ties -> (A, pos 0) a1, (A, pos 1) a2, (B) b1; then a3@200.
+MIXED_EVENTS: list[Event] = (
+    [("A", "u1", f"a{n}", t) for n, t in zip((1, 2, 3, 4), (10, 20, 30, 40), strict=True)]
+    + [("B", "u1", f"b{n}", t) for n, t in zip((1, 2, 3, 4), (15, 20, 25, 50), strict=True)]
+    + [("C", "u1", f"c{n}", t) for n, t in zip((1, 2, 3), (5, 6, 7), strict=True)]
+    + [("A", "u2", f"a{n}", n) for n in (1, 2, 3)]
+    + [("C", "u2", f"c{n}", n) for n in (1, 2, 3)]
+    + [("A", "u3", f"a{n}", t) for n, t in zip((1, 2, 3, 4, 5), (100, 100, 200, 300, 400), strict=True)]
+    + [("B", "u3", f"b{n}", t) for n, t in zip((1, 2, 3), (100, 300, 400), strict=True)]
+)
+
+
+def test_mixed_merges_train_events_by_time_with_domain_then_position_tie_break(tmp_path):
+    build(tmp_path, MIXED_EVENTS, pretrain=("A", "B"), downstream=("C",))
+    assert rows(SILVER_MIXED, tmp_path) == [
+        ("u1", 0, "A", "a1", 10),
+        ("u1", 1, "B", "b1", 15),
+        ("u1", 2, "A", "a2", 20),
+        ("u1", 3, "B", "b2", 20),
+        ("u3", 0, "A", "a1", 100),
+        ("u3", 1, "A", "a2", 100),
+        ("u3", 2, "B", "b1", 100),
+        ("u3", 3, "A", "a3", 200),
+    ]
+    # the downstream domain still gets its sequences and splits
+    c = [e for e in events_of(tmp_path) if e[0] == "C"]
+    assert [(e[1], e[3], e[5]) for e in c if e[1] == "u1"] == [
+        ("u1", "c1", "train"),
+        ("u1", "c2", "valid"),
+        ("u1", "c3", "test"),
+    ]
+
+
+def test_downstream_domain_never_in_mixed_even_when_it_would_make_a_user_multi_domain(tmp_path):
+    # Swap roles: pretrain A only, downstream B and C. u1 and u3 are then active in one
+    # pretrain domain, so no mixed sequence exists at all.
+    build(tmp_path, MIXED_EVENTS, pretrain=("A",), downstream=("B", "C"))
+    assert rows(SILVER_MIXED, tmp_path) == []
+
+
+# --- leakage guard, reference check and determinism on random data ---------------------------------
+
+
+def random_bronze(seed: int = 7) -> tuple[list[Event], list[Item]]:
+    """~900 events over 3 domains with many ts ties and duplicates; ~10% of items lack text."""
+    rng = random.Random(seed)
+    events = [
+        (d, f"u{rng.randrange(40)}", f"{d}{rng.randrange(15)}", rng.randrange(60))
+        for d in "ABC"
+        for _ in range(300)
+    ]
+    items = [
+        (d, f"{d}{n}", rng.choice([None, "ab"]) if rng.random() < 0.1 else f"Title {d}{n}", [f"L{n % 3}"])
+        for d in "ABC"
+        for n in range(15)
+    ]
+    return events, items
+
+
+def reference(events, items, k, min_len, pretrain):
+    """A plain-Python statement of the semantics, independent of the SQL."""
+    has_text = {(d, i) for d, i, title, _ in items if title is not None and len(title.strip()) >= 3}
+    kept = {e for e in set(events) if (e[0], e[2]) in has_text}
+    while True:
+        users, items_n = Counter((d, u) for d, u, _, _ in kept), Counter((d, i) for d, _, i, _ in kept)
+        core = {e for e in kept if users[e[:2]] >= k and items_n[(e[0], e[2])] >= k}
+        if core == kept:
+            break
+        kept = core
+    seqs = defaultdict(list)
+    for d, u, i, t in kept:
+        seqs[(d, u)].append((t, i))
+    out = []
+    for (d, u), seq in seqs.items():
+        if len(seq) >= min_len:
+            n = len(seq)
+            for p, (t, i) in enumerate(sorted(seq)):
+                out.append((d, u, p, i, t, "test" if p == n - 1 else "valid" if p == n - 2 else "train"))
+    by_user = defaultdict(list)
+    for d, u, p, i, t, s in out:
+        if d in pretrain:
+            by_user[u].append((t, d, p, i, s))
+    mixed = [
+        (u, n, d, i, t)
+        for u, evs in by_user.items()
+        if len({e[1] for e in evs}) >= 2
+        for n, (t, d, _, i, _) in enumerate(sorted(e for e in evs if e[4] == "train"))
+    ]
+    return sorted(out), sorted(mixed)
+
+
+def test_random_bronze_matches_reference_and_no_held_out_event_leaks(tmp_path):
+    events, items = random_bronze()
+    result = build(tmp_path, events, items, pretrain=("A", "B"), downstream=("C",), k_core=3)
+    want_events, want_mixed = reference(events, items, 3, 3, {"A", "B"})
+    got_events, got_mixed = events_of(tmp_path), rows(SILVER_MIXED, tmp_path)
+    assert len(want_events) > 200 and len(want_mixed) > 50  # the random data exercises every step
+    assert got_events == want_events
+    assert got_mixed == want_mixed
+    assert result["kcore_iterations"] >= 1
+
+    # LEAKAGE GUARD: no valid/test event, keyed (domain, user, item, ts), reaches train or mixed
+    held_out = {(d, u, i, t) for d, u, _, i, t, s in got_events if s != "train"}
+    train = {(d, u, i, t) for d, u, _, i, t, s in got_events if s == "train"}
+    mixed = {(d, u, i, t) for u, _, d, i, t in got_mixed}
+    assert held_out and not held_out & train and not held_out & mixed
+    assert mixed <= train and {d for _, _, d, _, _ in got_mixed} == {"A", "B"}
+    # exactly one valid and one test per (domain, user), never earlier than any train event
+    last = defaultdict(list)
+    for d, u, p, _, t, s in got_events:
+        last[(d, u)].append((p, t, s))
+    for seq in last.values():
+        assert [s for _, _, s in sorted(seq)][-2:] == ["valid", "test"]
+        assert [s for _, _, s in seq].count("test") == 1
+        assert max(t for _, t, s in seq if s == "train") <= min(t for _, t, s in seq if s != "train")
+
+
+def test_deterministic_across_runs_and_thread_counts(tmp_path):
+    # Same bronze, three runs (threads 1, 2, 2; the last with a progress bar): byte-identical
+    # silver files, same config hash.
+    events, items = random_bronze(seed=11)
+    results = [
+        build(tmp_path / f"run{n}", events, items, ("A", "B"), ("C",), k_core=2, threads=t, progress=n == 2)
+        for n, t in enumerate((1, 2, 2))
+    ]
+    assert results[0]["fingerprints"] == results[1]["fingerprints"] == results[2]["fingerprints"]
+    assert len(results[0]["fingerprints"]) == 4
+    assert results[0]["config_hash"] == results[1]["config_hash"]
+    assert results[0]["rows"]["silver.events"] > 0
+
+
+def test_config_hash_covers_behaviors_and_domains_but_not_duckdb_resources(tmp_path):
+    base = config(tmp_path, ("A",))
+    assert behaviors_config_hash(base) == behaviors_config_hash(config(tmp_path, ("A",), threads=2))
+    assert behaviors_config_hash(base) != behaviors_config_hash(config(tmp_path, ("A",), k_core=2))
+    assert behaviors_config_hash(base) != behaviors_config_hash(config(tmp_path, ("A",), downstream=("B",)))
+
+
+# --- domain coverage errors -------------------------------------------------------------------------
+
+
+def test_configured_domain_without_bronze_events_is_a_clear_error(tmp_path):
+    events = [("A", "u1", "a", 1), ("B", "u1", "b", 1)]
+    with pytest.raises(BehaviorsError) as err:
+        build(tmp_path, events, pretrain=("A",), downstream=("Grocery",))
+    msg = str(err.value)
+    assert "domains.downstream: domain 'Grocery' has no rows in" in msg
+    assert "bronze/interactions (it has: A, B)" in msg
+    assert "\n" not in msg
+
+
+def test_configured_domain_without_bronze_items_is_a_clear_error(tmp_path):
+    events = [("A", "u1", "a", 1), ("B", "u1", "b", 1)]
+    with pytest.raises(BehaviorsError, match=r"domains.pretrain: domain 'B' has no rows in .*bronze/items"):
+        build(tmp_path, events, items=[("A", "a", "Title a", [])], pretrain=("A", "B"))
