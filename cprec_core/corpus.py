@@ -1,0 +1,457 @@
+"""Corpus stage: silver behaviour sequences -> gold prompt corpora (PAPER.md §1 and §2).
+
+Reads silver.events (train and valid events of `domains.pretrain` only), silver.mixed and
+silver.items; writes gold.corpus (partition kind=domain|mixed) and gold.probe.
+
+- Domain documents: each user's TRAIN events in one pretrain domain, in position order; mixed
+  documents: each user's silver.mixed sequence (train events of pretrain domains, merged by time).
+  Downstream domains, valid and test events never reach gold.corpus.
+- Windowing (`window_bounds`): windows of `corpus.max_items` items starting every
+  `max_items - window_overlap` items; the last window ends at the sequence's last item.
+- Mixing: `corpus.domain_weights` sets each domain's share of the domain documents' characters,
+  `corpus.mix_ratio` the mixed documents' share of all characters. The over-represented part is
+  subsampled (never duplicated), keeping documents in seeded-hash order until the character target
+  is reached; a document's rank depends only on (seed, doc_id), not on the other documents.
+- gold.probe: one document per (user, pretrain domain): the user's last `max_items - 1` train items
+  and then the valid item as the final line (so at most `max_items` items, like a corpus window), a
+  seeded sample of `corpus.probe_docs`; the CPT perplexity probe. The valid event occurs nowhere else.
+Rows are sorted by doc_id, so equal inputs and seed give byte-identical Parquet files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from rich.progress import Progress
+
+from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_table, write_table
+from cprec_core.config import Config, ConfigError, CorpusConfig
+from cprec_core.prompts import MIXED_HEADER, domain_header, item_text, mixed_item_text, number_lines
+from cprec_core.schema import (
+    CORPUS_SCHEMA,
+    GOLD_CORPUS,
+    GOLD_PROBE,
+    SILVER_EVENTS,
+    SILVER_ITEMS,
+    SILVER_MIXED,
+)
+
+log = logging.getLogger(__name__)
+RENDER_CHUNK_ROWS = 100_000  # events rendered per batch of whole users: bounds Python memory
+
+
+class CorpusError(ValueError):
+    """Silver inputs that break the corpus stage's contract, or a corpus that would be empty."""
+
+
+def window_bounds(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Half-open [start, end) windows over a sequence of n items.
+
+    Window k starts at k * (size - overlap) and holds `size` items, except the last, which ends
+    at n; there are 1 + ceil((n - size) / (size - overlap)) windows when n > size, one when
+    0 < n <= size. Consecutive windows share exactly `overlap` items and every item is covered.
+    """
+    if not 0 <= overlap < size:
+        raise ValueError(f"window overlap {overlap} must be in [0, size={size})")
+    if n <= 0:
+        return []
+    stride = size - overlap
+    count = 1 + max(0, -(-(n - size) // stride))
+    return [(k * stride, min(k * stride + size, n)) for k in range(count)]
+
+
+def doc_priority(seed: int, doc_id: str) -> int:
+    """Seeded pseudo-random rank of a document: lower ranks are kept first when subsampling."""
+    digest = hashlib.blake2b(f"{seed}\x1f{doc_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _priorities(seed: int, doc_ids: Sequence[str]) -> np.ndarray:
+    return np.fromiter((doc_priority(seed, d) for d in doc_ids), dtype=np.uint64, count=len(doc_ids))
+
+
+def select_by_chars(doc_ids: Sequence[str], chars: np.ndarray, target: float, seed: int) -> np.ndarray:
+    """Boolean mask of the documents kept to reach `target` characters.
+
+    Documents are taken in `doc_priority` order; the number taken is the one whose character
+    total is closest to `target` (all of them when target >= the total).
+    """
+    chars = np.asarray(chars, dtype=np.int64)
+    if target >= chars.sum():
+        return np.ones(len(chars), dtype=bool)
+    order = np.argsort(_priorities(seed, doc_ids), kind="stable")
+    cum = np.cumsum(chars[order])
+    k = int(np.searchsorted(cum, target, side="right"))  # documents whose running total <= target
+    below = cum[k - 1] if k else 0
+    if k < len(cum) and cum[k] - target < target - below:
+        k += 1
+    mask = np.zeros(len(chars), dtype=bool)
+    mask[order[:k]] = True
+    return mask
+
+
+@dataclass
+class _Group:
+    """The candidate documents of one domain (or of the mixed sequences), spilled to Parquet."""
+
+    kind: str  # domain | mixed
+    name: str  # the domain, or "mixed"
+    spill: Path
+    doc_ids: list[str]
+    chars: np.ndarray
+    n_items: np.ndarray
+    keep: np.ndarray  # which documents go to gold.corpus; all until selection
+
+
+def _user_bounds(user_ids: pa.ChunkedArray) -> np.ndarray:
+    """Offsets where each user's run starts, plus the total length (input sorted by user)."""
+    u = user_ids.combine_chunks()
+    if len(u) == 0:
+        return np.array([0], dtype=np.int64)
+    change = pc.not_equal(u[1:], u[:-1]).to_numpy(zero_copy_only=False)
+    return np.concatenate([[0], np.flatnonzero(change) + 1, [len(u)]]).astype(np.int64)
+
+
+def _docs_table(
+    doc_ids: list[str],
+    user_ids: list[str],
+    kind: str,
+    domains: list[list[str]],
+    n_items: list[int],
+    texts: list[str],
+) -> pa.Table:
+    arrays = [doc_ids, user_ids, [kind] * len(doc_ids), domains, n_items, texts]
+    return pa.Table.from_arrays(
+        [pa.array(a, type=f.type) for a, f in zip(arrays, CORPUS_SCHEMA, strict=True)], schema=CORPUS_SCHEMA
+    )
+
+
+def _window_docs(seq: pa.Table, kind: str, name: str, c: CorpusConfig) -> Iterator[pa.Table]:
+    """Render windowed documents from a sequence table sorted by (user_id, position).
+
+    `seq` has columns user_id, domain and line (the rendered item text of its kind). Yields one
+    table per ~RENDER_CHUNK_ROWS events (whole users), so Python strings stay bounded.
+    """
+    header = MIXED_HEADER if kind == "mixed" else domain_header(name)
+    prefix = "mixed:" if kind == "mixed" else f"domain:{name}:"
+    bounds = _user_bounds(seq["user_id"])
+    lo = 0
+    while lo < len(bounds) - 1:
+        last_fitting = int(np.searchsorted(bounds, bounds[lo] + RENDER_CHUNK_ROWS, side="right")) - 1
+        hi = max(lo + 1, last_fitting)
+        part = seq.slice(bounds[lo], bounds[hi] - bounds[lo])
+        users, lines = part["user_id"].to_pylist(), part["line"].to_pylist()
+        row_domains = part["domain"].to_pylist()
+        out: dict[str, list[Any]] = {k: [] for k in ("doc_ids", "user_ids", "domains", "n_items", "texts")}
+        offsets = (bounds[lo : hi + 1] - bounds[lo]).tolist()
+        for a, b in itertools.pairwise(offsets):
+            for w, (s, e) in enumerate(window_bounds(b - a, c.max_items, c.window_overlap)):
+                out["doc_ids"].append(f"{prefix}{users[a]}:{w:05d}")
+                out["user_ids"].append(users[a])
+                out["domains"].append(sorted(set(row_domains[a + s : a + e])))
+                out["n_items"].append(e - s)
+                out["texts"].append(number_lines(header, lines[a + s : a + e]))
+        yield _docs_table(kind=kind, **out)
+        lo = hi
+
+
+def _probe_docs(seq: pa.Table, domain: str, c: CorpusConfig) -> tuple[pa.Table, np.ndarray]:
+    """The `probe_docs` lowest-priority probe documents of one domain, with their priorities.
+
+    `seq` holds the domain's train and valid events with their lines, sorted by (user, position).
+    """
+    bounds = _user_bounds(seq["user_id"])
+    valid_rows = np.flatnonzero(pc.equal(seq["split"], "valid").to_numpy(zero_copy_only=False))
+    users = seq["user_id"].to_pylist()
+    starts = bounds[np.searchsorted(bounds, valid_rows, side="right") - 1]
+    ends = bounds[np.searchsorted(bounds, valid_rows, side="right")]
+    if np.any(ends != valid_rows + 1):
+        v = int(valid_rows[np.flatnonzero(ends != valid_rows + 1)[0]])
+        raise CorpusError(
+            f"silver.events domain={domain} user_id={users[v]!r}: events follow the valid event; "
+            "leave-one-out needs train < valid < test (rerun behaviors)"
+        )
+    has_train = valid_rows > starts
+    valid_rows, starts = valid_rows[has_train], starts[has_train]
+    doc_ids = [f"probe:{domain}:{users[v]}" for v in valid_rows.tolist()]
+    priority = _priorities(c.seed, doc_ids)
+    pick = np.sort(np.argsort(priority, kind="stable")[: c.probe_docs])
+    lines = seq["line"].to_pylist()
+    header = domain_header(domain)
+    ids, texts, n_items = [], [], []
+    for i in pick.tolist():
+        v = int(valid_rows[i])
+        s = max(int(starts[i]), v + 1 - c.max_items)  # max_items items in all, like a window
+        ids.append(doc_ids[i])
+        texts.append(number_lines(header, lines[s : v + 1]))
+        n_items.append(v + 1 - s)
+    users_picked = [users[int(valid_rows[i])] for i in pick.tolist()]
+    table = _docs_table(ids, users_picked, "domain", [[domain]] * len(ids), n_items, texts)
+    return table, priority[pick]
+
+
+def _item_lines(items: pa.Table, domain: str, max_chars: int) -> pa.Table:
+    """item_id -> (line, mixed_line): the rendered text of every item of one domain."""
+    t = items.filter(pc.equal(items["domain"], domain))
+    if pc.count_distinct(t["item_id"]).as_py() != t.num_rows:
+        raise CorpusError(f"silver.items domain={domain}: item_id is not unique (rerun behaviors)")
+    titles, cats = t["title"].to_pylist(), t["category"].to_pylist()
+    return pa.table(
+        {
+            "item_id": t["item_id"],
+            "line": pa.array(
+                [item_text(a, b, max_chars) for a, b in zip(titles, cats, strict=True)], pa.string()
+            ),
+            "mixed_line": pa.array(
+                [mixed_item_text(domain, a, b, max_chars) for a, b in zip(titles, cats, strict=True)],
+                pa.string(),
+            ),
+        }
+    )
+
+
+def _attach_lines(seq: pa.Table, lines: pa.Table, column: str, source: str, domain: str) -> pa.Table:
+    """Add the items' `column` text as `line`; sort by (user_id, position); every item must exist."""
+    joined = seq.join(lines.select(["item_id", column]), keys="item_id", join_type="left outer")
+    joined = joined.rename_columns([("line" if n == column else n) for n in joined.column_names])
+    missing = joined.filter(pc.is_null(joined["line"]))
+    if missing.num_rows:
+        row = missing.slice(0, 1).to_pylist()[0]
+        raise CorpusError(
+            f"{source} domain={domain} user_id={row['user_id']!r} position={row['position']}: "
+            f"item_id {row['item_id']!r} is not in silver.items"
+        )
+    return joined.sort_by([("user_id", "ascending"), ("position", "ascending")])
+
+
+def _check_mixed_is_train(mixed: pa.Table, train: pa.Table, domain: str) -> None:
+    """Leakage guard: every silver.mixed event must be a train event of silver.events."""
+    keys = ["user_id", "item_id", "ts"]
+    leaked = mixed.join(train.select(keys), keys=keys, join_type="left anti")
+    if leaked.num_rows:
+        row = leaked.sort_by([("user_id", "ascending"), ("position", "ascending")]).slice(0, 1).to_pylist()[0]
+        raise CorpusError(
+            f"silver.mixed user_id={row['user_id']!r} position={row['position']}: event (domain={domain}, "
+            f"item_id={row['item_id']!r}, ts={row['ts']}) is not a train event in silver.events; "
+            "valid/test events must never reach the corpus (rerun behaviors)"
+        )
+
+
+def _spill(parts: Iterable[pa.Table], tmp: Path, kind: str, name: str) -> _Group:
+    """Write candidate documents to a scratch Parquet file; keep only what selection needs."""
+    path = tmp / f"{kind}-{name}.parquet"
+    doc_ids: list[str] = []
+    chars, n_items = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    with pq.ParquetWriter(path, CORPUS_SCHEMA) as writer:
+        for docs in parts:
+            writer.write_table(docs)
+            doc_ids += docs["doc_id"].to_pylist()
+            chars.append(pc.utf8_length(docs["text"]).to_numpy(zero_copy_only=False).astype(np.int64))
+            n_items.append(docs["n_items"].to_numpy(zero_copy_only=False).astype(np.int64))
+    keep = np.ones(len(doc_ids), dtype=bool)
+    return _Group(kind, name, path, doc_ids, np.concatenate(chars), np.concatenate(n_items), keep)
+
+
+def _kept_docs(g: _Group) -> pa.Table:
+    """The selected documents of a group, read back from its scratch file, sorted by doc_id."""
+    parts, offset = [CORPUS_SCHEMA.empty_table()], 0
+    for batch in pq.ParquetFile(g.spill).iter_batches(batch_size=64 * 1024):
+        parts.append(pa.Table.from_batches([batch]).filter(pa.array(g.keep[offset : offset + len(batch)])))
+        offset += len(batch)
+    return pa.concat_tables(parts).sort_by([("doc_id", "ascending")])
+
+
+def _check_weights(c: CorpusConfig, pretrain: list[str]) -> None:
+    if isinstance(c.domain_weights, dict):
+        unknown = sorted(set(c.domain_weights) - set(pretrain))
+        missing = sorted(set(pretrain) - set(c.domain_weights))
+        if unknown or missing:
+            raise ConfigError(
+                f"corpus.domain_weights: keys must be exactly domains.pretrain {sorted(pretrain)} "
+                f"(unknown {unknown}, missing {missing}; give 0 to leave a domain out)"
+            )
+
+
+def _weight_targets(c: CorpusConfig, avail: dict[str, int], warn: Callable[[str], None]) -> dict[str, float]:
+    """Character target per domain from corpus.domain_weights (largest totals the data allow)."""
+    if c.domain_weights == "proportional":
+        return {d: float(n) for d, n in avail.items()}
+    weights = c.domain_weights
+    for d, w in sorted(weights.items()):
+        if w > 0 and avail.get(d, 0) == 0:
+            warn(f"corpus.domain_weights.{d}={w}: domain {d} has no documents; the others keep their ratios")
+    usable = {d: w for d, w in weights.items() if w > 0 and avail.get(d, 0) > 0}
+    if not usable:
+        return {d: 0.0 for d in avail}
+    scale = min(avail[d] / w for d, w in usable.items())
+    return {d: usable.get(d, 0.0) * scale for d in avail}
+
+
+def _plan_and_select(
+    c: CorpusConfig, domain_groups: list[_Group], mixed: _Group, warn: Callable[[str], None]
+) -> None:
+    """Set `keep` on every group so that weights and mix ratio are met by subsampling only."""
+    r = c.mix_ratio
+    targets = _weight_targets(c, {g.name: int(g.chars.sum()) for g in domain_groups}, warn)
+    d_total, m_total = sum(targets.values()), float(mixed.chars.sum())
+    if r == 1:
+        targets = dict.fromkeys(targets, 0.0)
+    elif 0 < r < 1 and m_total == 0:
+        warn(
+            f"corpus.mix_ratio={r} asks for mixed documents but silver.mixed yields none "
+            "(no user active in >= 2 pretrain domains): the corpus is domain-only"
+        )
+    elif 0 < r < 1 and d_total == 0:
+        warn(f"corpus.mix_ratio={r} asks for domain documents but there are none: the corpus is mixed-only")
+    elif 0 < r < 1 and m_total / (m_total + d_total) < r:  # domain documents over-represented
+        factor = (1 - r) / r * m_total / d_total
+        targets = {d: t * factor for d, t in targets.items()}
+    for g in domain_groups:
+        g.keep = select_by_chars(g.doc_ids, g.chars, targets[g.name], c.seed)
+    d_kept = sum(int(g.chars[g.keep].sum()) for g in domain_groups)
+    if r == 0:
+        m_target = 0.0
+    elif r == 1 or d_kept == 0:
+        m_target = m_total
+    else:
+        m_target = min(m_total, r / (1 - r) * d_kept)
+    mixed.keep = select_by_chars(mixed.doc_ids, mixed.chars, m_target, c.seed)
+
+
+def _stats(c: CorpusConfig, domain_groups: list[_Group], mixed: _Group) -> dict[str, Any]:
+    def per_kind(count: Callable[[_Group], int]) -> dict[str, Any]:
+        return {"domain": {g.name: count(g) for g in domain_groups}, "mixed": count(mixed)}
+
+    docs = per_kind(lambda g: int(g.keep.sum()))
+    chars = per_kind(lambda g: int(g.chars[g.keep].sum()))
+    items = per_kind(lambda g: int(g.n_items[g.keep].sum()))
+    d_docs, d_chars, d_items = (sum(x["domain"].values()) for x in (docs, chars, items))
+    total_chars = d_chars + chars["mixed"]
+    return {
+        "documents": docs,
+        "characters": chars,
+        "documents_available": per_kind(lambda g: len(g.doc_ids)),
+        "characters_available": per_kind(lambda g: int(g.chars.sum())),
+        "documents_total": d_docs + docs["mixed"],
+        "characters_total": total_chars,
+        "mean_items_per_doc": {
+            "domain": d_items / d_docs if d_docs else 0.0,
+            "mixed": items["mixed"] / docs["mixed"] if docs["mixed"] else 0.0,
+        },
+        "domain_weights_requested": c.domain_weights,
+        "domain_char_share": {g: n / d_chars if d_chars else 0.0 for g, n in chars["domain"].items()},
+        "mix_ratio_requested": c.mix_ratio,
+        "mix_ratio_achieved": chars["mixed"] / total_chars if total_chars else 0.0,
+    }
+
+
+def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
+    """Build gold.corpus and gold.probe from the silver sequences; return the corpus statistics.
+
+    The returned dict (also stored in gold.corpus's manifest `extra`) holds documents and
+    characters per kind and domain (kept and available), mean items per document, the requested
+    and achieved mix ratio, probe counts, warnings, and both artifacts' fingerprints.
+    """
+    c, root = cfg.corpus, cfg.root
+    pretrain = sorted(cfg.domains.pretrain)
+    if not pretrain:
+        raise ConfigError("domains.pretrain is empty: the corpus needs at least one pretrain domain")
+    _check_weights(c, pretrain)
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        log.warning(msg)
+        warnings.append(msg)
+
+    items = read_table(SILVER_ITEMS, root)
+    events = ds.dataset(parquet_files(SILVER_EVENTS, root), schema=SILVER_EVENTS.schema, format="parquet")
+    mixed_ds = ds.dataset(parquet_files(SILVER_MIXED, root), schema=SILVER_MIXED.schema, format="parquet")
+    stray = sorted(set(mixed_ds.to_table(columns=["domain"])["domain"].unique().to_pylist()) - set(pretrain))
+    if stray:
+        raise CorpusError(
+            f"silver.mixed holds domains {stray} that are not in domains.pretrain {pretrain}: "
+            "only pretrain train events may reach the corpus (rerun behaviors with this config)"
+        )
+    (Path(root) / "tmp").mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="corpus-", dir=Path(root) / "tmp") as tmp_dir,
+        Progress(disable=not progress, transient=True) as bar,
+    ):
+        tmp = Path(tmp_dir)
+        task = bar.add_task("corpus: render", total=len(pretrain) + 2)
+        domain_groups, mixed_parts, probes = [], [], []
+        for domain in pretrain:
+            bar.update(task, description=f"corpus: {domain}")
+            lines = _item_lines(items, domain, c.max_title_chars)
+            wanted = (ds.field("domain") == domain) & ds.field("split").isin(["train", "valid"])
+            seq = _attach_lines(events.to_table(filter=wanted), lines, "line", "silver.events", domain)
+            train = seq.filter(pc.equal(seq["split"], "train"))
+            if train.num_rows == 0:
+                warn(f"domains.pretrain: {domain} has no train events in silver.events")
+            domain_groups.append(_spill(_window_docs(train, "domain", domain, c), tmp, "domain", domain))
+            if c.probe_docs:
+                probes.append(_probe_docs(seq, domain, c))
+            mixed_d = mixed_ds.to_table(filter=ds.field("domain") == domain)
+            _check_mixed_is_train(mixed_d, train, domain)
+            mixed_parts.append(_attach_lines(mixed_d, lines, "mixed_line", "silver.mixed", domain))
+            bar.advance(task)
+        bar.update(task, description="corpus: mixed")
+        mixed_seq = pa.concat_tables(mixed_parts).sort_by(
+            [("user_id", "ascending"), ("position", "ascending")]
+        )
+        mixed = _spill(_window_docs(mixed_seq, "mixed", "mixed", c), tmp, "mixed", "mixed")
+        bar.advance(task)
+
+        _plan_and_select(c, domain_groups, mixed, warn)
+        stats = _stats(c, domain_groups, mixed)
+        if stats["documents_total"] == 0:
+            raise CorpusError(
+                f"the corpus would be empty: corpus.mix_ratio={c.mix_ratio}, domain documents available "
+                f"{sum(stats['documents_available']['domain'].values())}, mixed documents available "
+                f"{stats['documents_available']['mixed']} (pretrain domains {pretrain})"
+            )
+        probe = _write_probe(cfg, probes)
+        stats.update(probe_documents=probe.rows, warnings=warnings)
+        bar.update(task, description="corpus: write")
+        with DatasetWriter(GOLD_CORPUS, root, config_hash(c, cfg.domains)) as writer:
+            for g in [*domain_groups, mixed]:
+                writer.write(_kept_docs(g))
+            writer.extra.update(stats)
+        bar.advance(task)
+    assert writer.manifest is not None
+    stats.update(corpus_fingerprint=writer.manifest.fingerprint, probe_fingerprint=probe.fingerprint)
+    log.info(
+        "corpus: %d documents, %d characters, mix ratio %.3f (requested %.3f), %d probe documents",
+        stats["documents_total"],
+        stats["characters_total"],
+        stats["mix_ratio_achieved"],
+        c.mix_ratio,
+        probe.rows,
+    )
+    return stats
+
+
+def _write_probe(cfg: Config, probes: list[tuple[pa.Table, np.ndarray]]) -> Manifest:
+    """Keep the `probe_docs` lowest-priority candidates over all domains; write gold.probe sorted."""
+    c = cfg.corpus
+    if probes:
+        table = pa.concat_tables([t for t, _ in probes])
+        priority = np.concatenate([p for _, p in probes])
+        table = table.take(np.sort(np.argsort(priority, kind="stable")[: c.probe_docs]))
+    else:
+        table = CORPUS_SCHEMA.empty_table()
+    table = table.sort_by([("doc_id", "ascending")])
+    extra = {"probe_documents": table.num_rows, "probe_docs_requested": c.probe_docs}
+    return write_table(GOLD_PROBE, cfg.root, table, config_hash(c, cfg.domains), extra)
