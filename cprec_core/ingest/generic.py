@@ -1,0 +1,189 @@
+"""Reader for cprec's generic layout: one folder per domain of Parquet or CSV tables.
+
+THE CONTRACT (converters for real data write exactly this, as Parquet):
+
+    <path>/<Domain>/interactions.parquet | interactions.csv
+        user_id    string (integers accepted)   required
+        item_id    string (integers accepted)   required
+        timestamp  int64 seconds since epoch, UTC (a Parquet timestamp type is accepted too)
+        rating     float, optional column, null allowed
+    <path>/<Domain>/items.parquet | items.csv
+        item_id      string                      required
+        title        string                      required column, null allowed
+        category     string path 'General > Sub > Leaf' (or list<string>), optional column
+        description  string, optional column
+        any other column → bronze `extra` (JSON)
+
+Reads: those files, in batches of `ingest.batch_rows` rows.
+Writes (through ingest/common.py): rows of BRONZE_INTERACTIONS and BRONZE_ITEMS; broken rows to
+QUARANTINE. DESIGN.md data flow step 1. Line numbers are 1-based data rows (Parquet) or
+physical lines (CSV, header = line 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cprec_core.config import IngestConfig, SourceConfig
+from cprec_core.ingest.common import (
+    IngestError,
+    RawFile,
+    Record,
+    RowError,
+    Table,
+    check_ts,
+    domain_for,
+    extra_json,
+    opt_rating,
+    opt_text,
+    req_id,
+    req_int,
+    show,
+    str_list,
+    unique_files,
+)
+
+REQUIRED: dict[Table, tuple[str, ...]] = {
+    "interactions": ("user_id", "item_id", "timestamp"),
+    "items": ("item_id", "title"),
+}
+ITEM_FIELDS = {"item_id", "title", "category", "description"}
+INT = re.compile(r"^\s*-?\d+\s*$")
+
+
+def _require(path: Path, table: Table, columns: list[str]) -> None:
+    missing = [c for c in REQUIRED[table] if c not in columns]
+    if missing:
+        raise IngestError(
+            f"{path}: missing column(s) {missing} of the generic layout "
+            f"(needs {list(REQUIRED[table])}, has {columns}; see cprec_core/ingest/generic.py)"
+        )
+
+
+def _seconds(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Parquet timestamp columns become int64 seconds, as the contract's int column is."""
+    i = batch.schema.get_field_index("timestamp")
+    if i < 0 or not pa.types.is_timestamp(batch.schema.field(i).type):
+        return batch
+    seconds = pc.cast(pc.cast(batch.column(i), pa.timestamp("s")), pa.int64())
+    return batch.set_column(i, "timestamp", seconds)
+
+
+def parquet_records(path: Path, table: Table, cfg: IngestConfig) -> Iterator[Record]:
+    """One Record per Parquet row, read in batches of cfg.batch_rows."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise IngestError(f"{path}: not a readable Parquet file ({e})") from None
+    _require(path, table, pf.schema_arrow.names)
+    row = 0
+    for batch in pf.iter_batches(batch_size=cfg.batch_rows):
+        for value in _seconds(batch).to_pylist():
+            row += 1
+            yield Record(row, value, None, value)
+
+
+def _csv_value(name: str, text: str | None) -> Any:
+    """CSV cells are text: numbers in timestamp/rating are read, '' in optional cells is null."""
+    if text is None or (text == "" and name not in ("user_id", "item_id")):
+        return None
+    if name == "timestamp" and INT.match(text):
+        return int(text)
+    if name == "rating":
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text
+
+
+def csv_records(path: Path, table: Table) -> Iterator[Record]:
+    """One Record per CSV row; undecodable bytes are kept (as surrogates) for the parser to reject."""
+    with open(path, "rb") as raw_file:
+        text_file = io.TextIOWrapper(raw_file, encoding="utf-8-sig", errors="surrogateescape", newline="")
+        reader = csv.reader(text_file)
+        header = next(reader, [])
+        _require(path, table, header)
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield Record(reader.line_num, None, f"unreadable CSV row: {e}", "")
+                continue
+            if len(cells) != len(header):
+                yield Record(reader.line_num, None, f"expected {len(header)} fields, got {len(cells)}", cells)
+                continue
+            rec = {n: _csv_value(n, c) for n, c in zip(header, cells, strict=True)}
+            yield Record(reader.line_num, rec, None, cells)
+
+
+def parse_interaction(rec: dict[str, Any], cfg: IngestConfig) -> tuple[str, str, int, float | None]:
+    """(user_id, item_id, ts seconds, rating) of one generic row."""
+    user = req_id(rec, "user_id")
+    item = req_id(rec, "item_id")
+    seconds = req_int(rec, "timestamp", "seconds")
+    return user, item, check_ts(seconds, "timestamp", seconds, "s", cfg), opt_rating(rec, "rating")
+
+
+def _category(value: Any) -> list[str]:
+    if value is None or isinstance(value, list):
+        return str_list(value, "category")
+    if not isinstance(value, str):
+        raise RowError(f"field category: expected 'A > B' path or list of strings, got {show(value)}")
+    return [c.strip() for c in value.split(">") if c.strip()]
+
+
+def parse_item(rec: dict[str, Any]) -> tuple[str, str | None, list[str], str | None, str]:
+    """(item_id, title, categories, description, extra) of one generic item row."""
+    item = req_id(rec, "item_id")
+    categories = _category(rec.get("category"))
+    return (
+        item,
+        opt_text(rec, "title"),
+        categories,
+        opt_text(rec, "description"),
+        extra_json(rec, ITEM_FIELDS),
+    )
+
+
+def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
+    """Every `<path>/<Domain>/{interactions,items}.{parquet,csv}`."""
+    root = Path(source.path)
+    if not root.is_dir():
+        raise IngestError(f"ingest.sources[].path {root}: not a directory")
+    found: dict[tuple[str, Table], list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for table in ("interactions", "items"):
+            paths = [
+                folder / f"{table}.{ext}"
+                for ext in ("parquet", "csv")
+                if (folder / f"{table}.{ext}").is_file()
+            ]
+            domain = domain_for(folder.name, source, folder) if paths else None
+            if domain is not None:
+                found.setdefault((domain, table), []).extend(paths)
+    parsers = {"interactions": partial(parse_interaction, cfg=cfg), "items": parse_item}
+    return [
+        RawFile(
+            path,
+            table,
+            domain,
+            partial(parquet_records, path, table, cfg)
+            if path.suffix == ".parquet"
+            else partial(csv_records, path, table),
+            parsers[table],
+        )
+        for (domain, table), path in unique_files(found).items()
+    ]

@@ -1,0 +1,121 @@
+"""Generic layout reader (the contract other converters write) on CSV fixtures and Parquet."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cprec_core.config import IngestConfig, SourceConfig
+from cprec_core.ingest import generic
+from cprec_core.ingest.common import IngestError, ingest_file
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ingest" / "generic"
+CFG = IngestConfig(sources=[], batch_rows=1000)
+
+
+def _read(path: Path, cfg: IngestConfig = CFG) -> dict[str, tuple[object, list[pa.Table], list[dict]]]:
+    out = {}
+    for f in generic.discover(SourceConfig(format="generic", path=path), cfg):
+        good: list[pa.Table] = []
+        bad: list[pa.Table] = []
+        report = ingest_file(f, cfg, good.append, bad.append)
+        out[f.table] = (report, good, [r for t in bad for r in t.to_pylist()])
+    return out
+
+
+def test_csv_interactions_good_and_bad() -> None:
+    report, good, bad = _read(FIXTURE)["interactions"]
+    assert (report.domain, report.rows_in, report.kept, report.quarantined) == ("Home", 6, 2, 4)
+    rows = pa.concat_tables(good).to_pylist()
+    assert [(r["user_id"], r["item_id"], r["ts"], r["rating"]) for r in rows] == [
+        ("u1", "h1", 1600000000, 5.0),
+        ("u1", "h2", 1600000100, None),
+    ]
+    assert [(r["line"], r["reason"]) for r in bad] == [
+        (4, "field timestamp: 1600000000000 s outside [ingest.min_ts=631152000, ingest.max_ts=4102444800]"),
+        (5, "field item_id: empty"),
+        (6, 'field timestamp: expected int seconds, got "yesterday"'),
+        (7, "expected 4 fields, got 2"),  # an unterminated quote swallows the rest of the file
+    ]
+
+
+def test_csv_items_path_category_and_extra() -> None:
+    report, good, _ = _read(FIXTURE)["items"]
+    rows = pa.concat_tables(good).to_pylist()
+    assert report.kept == 2
+    assert rows[0] == {
+        "item_id": "h1",
+        "domain": "Home",
+        "title": "Oak Lamp",
+        "categories": ["Home", "Lighting", "Lamps"],
+        "description": "Warm",
+        "extra": '{"color": "brown"}',
+    }
+    assert rows[1]["categories"] == [] and rows[1]["description"] is None
+
+
+def test_parquet_contract_in_batches(tmp_path: Path) -> None:
+    d = tmp_path / "Garden"
+    d.mkdir()
+    n = 2500
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": [f"u{i % 7}" for i in range(n)],
+                "item_id": pa.array([i % 11 for i in range(n)], pa.int64()),  # integer ids accepted
+                "timestamp": pa.array([1_600_000_000 + i for i in range(n)], pa.int64()),
+                "rating": pa.array([None if i % 2 else 4.5 for i in range(n)], pa.float64()),
+            }
+        ),
+        d / "interactions.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": ["1", "2"],
+                "title": ["Fern Pot", None],
+                "category": [["Garden", "Pots"], None],  # a list is accepted as the path
+                "store": ["Acme", "Acme"],
+            }
+        ),
+        d / "items.parquet",
+    )
+    out = _read(tmp_path, IngestConfig(sources=[], batch_rows=1000))
+    report, good, bad = out["interactions"]
+    assert (report.rows_in, report.kept, report.quarantined) == (2500, 2500, 0)
+    assert [t.num_rows for t in good] == [1000, 1000, 500] and bad == []
+    first = good[0].slice(0, 2).to_pylist()
+    assert [(r["item_id"], r["ts"], r["rating"]) for r in first] == [
+        ("0", 1_600_000_000, 4.5),
+        ("1", 1_600_000_001, None),
+    ]
+    items = pa.concat_tables(out["items"][1]).to_pylist()
+    assert items[0]["categories"] == ["Garden", "Pots"] and items[1]["title"] is None
+    assert items[0]["extra"] == '{"store": "Acme"}'
+
+
+def test_parquet_timestamp_type_becomes_seconds(tmp_path: Path) -> None:
+    d = tmp_path / "Garden"
+    d.mkdir()
+    when = datetime(2020, 9, 13, 12, 26, 40, tzinfo=UTC)  # = 1600000000 s
+    pq.write_table(
+        pa.table(
+            {"user_id": ["u"], "item_id": ["i"], "timestamp": pa.array([when], pa.timestamp("ms", tz="UTC"))}
+        ),
+        d / "interactions.parquet",
+    )
+    _, good, _ = _read(tmp_path)["interactions"]
+    assert good[0]["ts"].to_pylist() == [1_600_000_000]
+
+
+def test_missing_contract_column_names_the_file(tmp_path: Path) -> None:
+    d = tmp_path / "Garden"
+    d.mkdir()
+    pq.write_table(pa.table({"user": ["u"], "item_id": ["i"], "timestamp": [1]}), d / "interactions.parquet")
+    (f,) = generic.discover(SourceConfig(format="generic", path=tmp_path), CFG)
+    with pytest.raises(IngestError, match=r"interactions.parquet: missing column\(s\) \['user_id'\]"):
+        ingest_file(f, CFG, lambda t: None, lambda t: None)
