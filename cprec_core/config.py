@@ -281,7 +281,9 @@ class EvaluateConfig(Section):
 class OrchestrationConfig(Section):
     refresh_cron: str = Field("0 * * * *", description="corpus-refresh schedule")
     gpu_pool: str | None = Field(None, description="work pool for cpt/finetune; None = run in-process")
-    result_storage: str | None = Field(None, description="fsspec URL for Prefect results; None = local")
+    result_storage: str | None = Field(
+        None, description="saved Prefect storage block slug (e.g. 's3-bucket/cprec'); None = under the run root"
+    )
 
 
 class Config(Section):

@@ -31,8 +31,9 @@ def domain_fingerprints(cfg: Config) -> dict[str, str]:
     Hashing tens of GB of logs on every check would cost more than ingesting them; size + mtime
     is what rsync and make trust, and rewriting a file changes its mtime.
     """
-    from cprec_core.ingest.run import discover_all
+    from cprec_core.ingest.run import discover_all, materialize_sources
 
+    materialize_sources(cfg)
     per_domain: dict[str, list[str]] = {}
     for raw in discover_all(cfg.ingest, None):
         st = Path(raw.path).stat()

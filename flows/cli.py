@@ -60,13 +60,13 @@ def _load(config: Path | None, overrides: list[str] | None) -> Config:
 @app.command()
 def synth(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Write the synthetic multi-domain logs (Amazon-Reviews-2023 format) to synth.out_dir."""
-    from cprec_core.ingest.synth import generate_synthetic
+    from cprec_core.ingest.synth import ensure_synthetic
 
     cfg = _load(config, overrides)
     started = time.perf_counter()
-    counts = generate_synthetic(cfg.synth, progress=True)
-    console.print(f"wrote {cfg.synth.out_dir} in {time.perf_counter() - started:.1f} s")
-    console.print_json(json.dumps(counts, default=str))
+    made = ensure_synthetic(cfg.synth.out_dir, cfg.synth)
+    state = "written" if made else "already up to date for this synth config"
+    console.print(f"{cfg.synth.out_dir}: {state} ({time.perf_counter() - started:.1f} s)")
 
 
 @app.command()
@@ -120,16 +120,12 @@ def demo(
     stages: Annotated[str, typer.Option(help="comma-separated stages or 'all'")] = "all",
     overrides: SetOpt = None,
 ) -> None:
-    """The embedded default: synthetic data + tiny model through every stage, in-process."""
-    from cprec_core.ingest.synth import generate_synthetic
+    """The embedded default: synthetic data + tiny model through every stage, in-process.
 
+    Ingest generates the synthetic logs on first use (a `synthetic` source in configs/demo.yaml).
+    """
     cfg = _load(DEMO_CONFIG, overrides)
-    console.rule("[bold]cprec demo: synthetic data")
-    counts = generate_synthetic(cfg.synth, progress=True)
-    console.print(
-        f"synthetic logs in {cfg.synth.out_dir}: {sum(c['rows'] for c in counts.values()):,} events"
-    )
-    console.rule("[bold]cprec demo: pipeline")
+    console.rule(f"[bold]cprec demo: {DEMO_CONFIG.name}, run root {cfg.root}")
     _run_flow(DEMO_CONFIG, stages, overrides or [], cfg)
 
 

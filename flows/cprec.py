@@ -12,7 +12,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
-from prefect.filesystems import LocalFileSystem
 
 from cprec_core.config import Config, config_from_dict, load_config
 from cprec_core.stages import outputs_match, parse_stages, stage_key
@@ -46,13 +45,10 @@ def resolve_config(config: str | dict[str, Any] | Config | None, overrides: list
     return load_config(config, overrides or [])
 
 
-def result_storage(cfg: Config):
-    """Where persisted task results live: configured fsspec storage, else under the run root."""
-    if cfg.orchestration.result_storage:
-        from prefect.filesystems import RemoteFileSystem
-
-        return RemoteFileSystem(basepath=cfg.orchestration.result_storage)
-    return LocalFileSystem(basepath=str((cfg.root / "state" / "prefect-results").resolve()))
+def result_storage(cfg: Config) -> str | Path:
+    """Where persisted task results live: a saved Prefect storage block (e.g. 's3-bucket/cprec'),
+    else a local directory under the run root."""
+    return cfg.orchestration.result_storage or (cfg.root / "state" / "prefect-results").resolve()
 
 
 def run_stage(stage: str, cfg: Config, **kwargs: Any) -> Any:

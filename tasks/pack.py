@@ -17,10 +17,10 @@ from tasks.common import cache_key, stage_run
 def pack(cfg: Config) -> dict[str, Any]:
     """Make sure the base model exists, then tokenize and pack the corpus into seq_len blocks."""
     from cprec_core.models import ensure_base_model
-    from cprec_core.tokenize import pack_corpus
+    from cprec_core.tokenize import corpus_texts, pack_corpus
 
     with stage_run("pack", cfg) as run:
-        model_dir = ensure_base_model(cfg)
+        model_dir = ensure_base_model(cfg, lambda: corpus_texts(cfg))
         summary = pack_corpus(cfg, model_dir, progress=run.progress)
         summary["base_model"] = str(base_model_dir(cfg))
         run.validate(GOLD_PACKED)

