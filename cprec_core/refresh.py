@@ -17,8 +17,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from cprec_core.artifacts import atomic_write_text
+from cprec_core.artifacts import ArtifactError, atomic_write_text, verify
 from cprec_core.config import Config
+from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS
 
 
 class RefreshBusy(RuntimeError):
@@ -52,6 +53,16 @@ def changed_domains(cfg: Config) -> tuple[list[str], dict[str, str]]:
     previous = json.loads(path.read_text()) if path.is_file() else {}
     changed = sorted(d for d, fp in current.items() if previous.get(d) != fp)
     return changed, current
+
+
+def ingest_scope(cfg: Config, changed: list[str]) -> list[str] | None:
+    """Domains to re-ingest: only the changed ones when complete bronze exists, else all (None)."""
+    try:
+        verify(BRONZE_INTERACTIONS.path(cfg.root))
+        verify(BRONZE_ITEMS.path(cfg.root))
+    except ArtifactError:
+        return None
+    return changed
 
 
 def save_fingerprints(cfg: Config, fingerprints: dict[str, str]) -> None:

@@ -194,7 +194,7 @@ def refresh(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
         result = cprec(config=str(config) if config else None, overrides=overrides or [], refresh=True)
     except _user_errors() as e:
         _fail(str(e))
-    console.print_json(json.dumps(result, default=str))
+    print(json.dumps({"status": result["status"], "changed_domains": result["changed_domains"]}))
 
 
 @app.command()

@@ -11,7 +11,7 @@ from prefect import get_run_logger
 from prefect.events import emit_event
 
 from cprec_core.config import Config
-from cprec_core.refresh import RefreshBusy, changed_domains, refresh_lock, save_fingerprints
+from cprec_core.refresh import RefreshBusy, changed_domains, ingest_scope, refresh_lock, save_fingerprints
 
 REFRESH_STAGES = ("ingest", "behaviors", "corpus")
 EVENT = "cprec.corpus.updated"
@@ -27,7 +27,7 @@ def run_refresh(cfg: Config, run_stage) -> dict[str, Any]:
                 logger.info("no new or changed raw files: nothing to do")
                 return {"status": "unchanged", "changed_domains": []}
             logger.info("changed domains: %s", ", ".join(changed))
-            results = {"ingest": run_stage("ingest", cfg, domains=changed)}
+            results = {"ingest": run_stage("ingest", cfg, domains=ingest_scope(cfg, changed))}
             for stage in REFRESH_STAGES[1:]:
                 results[stage] = run_stage(stage, cfg)
             save_fingerprints(cfg, fingerprints)

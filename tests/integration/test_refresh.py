@@ -1,0 +1,133 @@
+"""Incremental refresh through the real flow: no change → no-op; a new domain file → only that
+domain is ingested and `cprec.corpus.updated` reaches the Prefect API; a held lock → the second
+refresh exits cleanly; two refresh processes at once never both do the work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cprec_core.artifacts import verify
+from cprec_core.config import Config, load_config
+from cprec_core.ingest.synth import generate_synthetic
+from cprec_core.refresh import refresh_lock
+from cprec_core.schema import BRONZE_INTERACTIONS, GOLD_CORPUS
+
+DOMAINS = ["Books", "Home", "Toys"]
+SETTINGS = {
+    "synth.n_users=120",
+    "synth.n_items_per_domain=30",
+    "synth.n_interactions=3000",
+    "behaviors.k_core=2",
+    "domains.downstream=[]",
+}
+
+
+def config(tmp: Path, domains: list[str]) -> Config:
+    return load_config(
+        None,
+        [
+            f"paths.root={tmp / 'root'}",
+            f"ingest.sources=[{{format: amazon2023, path: {tmp / 'raw'}}}]",
+            f"domains.pretrain={domains}",
+            *sorted(SETTINGS),
+        ],
+    )
+
+
+def write_domain_files(tmp: Path, domains: list[str], seed: int) -> None:
+    """Generate domains elsewhere and move their files into the raw dir (a log drop)."""
+    staging = tmp / f"staging-{seed}"
+    cfg = config(tmp, domains).synth.model_copy(update={"out_dir": staging, "domains": domains, "seed": seed})
+    generate_synthetic(cfg)
+    (tmp / "raw").mkdir(exist_ok=True)
+    for f in staging.iterdir():
+        shutil.move(str(f), tmp / "raw" / f.name)
+
+
+def refresh(cfg: Config) -> dict:
+    from flows.cprec import cprec
+
+    return cprec(config=cfg.model_dump(mode="json"), refresh=True)
+
+
+def partition_hashes(cfg: Config) -> dict[str, str]:
+    files = verify(BRONZE_INTERACTIONS.path(cfg.root)).files
+    return {name: meta["sha256"] for name, meta in files.items()}
+
+
+def read_corpus_events() -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    with get_client(sync_client=True) as client:
+        page = client.read_events(EventFilter(event=EventNameFilter(name=["cprec.corpus.updated"])), limit=50)
+    return page.events
+
+
+def test_new_domain_file_refreshes_only_that_domain_and_emits_event(prefect_harness, tmp_path: Path) -> None:
+    write_domain_files(tmp_path, DOMAINS, seed=1)
+    cfg = config(tmp_path, DOMAINS)
+    first = refresh(cfg)
+    assert first["status"] == "updated" and first["changed_domains"] == DOMAINS
+
+    assert refresh(cfg) == {"status": "unchanged", "changed_domains": []}
+
+    before = partition_hashes(cfg)
+    write_domain_files(tmp_path, ["Garden"], seed=2)
+    grown = config(tmp_path, [*DOMAINS, "Garden"])
+    third = refresh(grown)
+    assert third["status"] == "updated"
+    assert third["changed_domains"] == ["Garden"]
+    assert third["results"]["ingest"]["refreshed"] == ["Garden"]
+    after = partition_hashes(grown)
+    assert {k: v for k, v in after.items() if "Garden" not in k} == before  # others untouched
+    assert any("domain=Garden" in k for k in after)
+    corpus = verify(GOLD_CORPUS.path(grown.root)).extra
+    assert corpus["documents"]["domain"]["Garden"] > 0
+
+    deadline = time.monotonic() + 30
+    events = []
+    while time.monotonic() < deadline and len(events) < 2:
+        events = read_corpus_events()
+        time.sleep(1)
+    payloads = [e.payload["changed_domains"] for e in events]
+    assert ["Garden"] in payloads and DOMAINS in payloads
+
+
+def test_refresh_while_another_holds_the_lock_exits_cleanly(prefect_harness, tmp_path: Path) -> None:
+    write_domain_files(tmp_path, DOMAINS, seed=3)
+    cfg = config(tmp_path, DOMAINS)
+    with refresh_lock(cfg):
+        assert refresh(cfg) == {"status": "busy", "changed_domains": []}
+    assert refresh(cfg)["status"] == "updated"  # the lock is gone with its holder
+
+
+@pytest.mark.slow
+def test_two_refresh_processes_at_once(tmp_path: Path) -> None:
+    write_domain_files(tmp_path, DOMAINS, seed=4)
+    cfg_file = tmp_path / "refresh.yaml"
+    cfg_file.write_text(yaml.safe_dump(config(tmp_path, DOMAINS).model_dump(mode="json")))
+    cli = Path(sys.executable).with_name("cprec")
+    procs = [
+        subprocess.Popen(
+            [str(cli), "refresh", "--config", str(cfg_file)],
+            env={**os.environ, "PREFECT_HOME": str(tmp_path / f"prefect-home-{i}")},  # one ephemeral DB each
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    statuses = sorted(json.loads(o.strip().splitlines()[-1])["status"] for o in outputs)
+    assert statuses in (["busy", "updated"], ["unchanged", "updated"]), statuses
+    verify(GOLD_CORPUS.path(tmp_path / "root"), deep=True)  # one complete corpus, never a mix
