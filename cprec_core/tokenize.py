@@ -17,6 +17,7 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import signal
 import tempfile
 import time
 from collections import deque
@@ -64,6 +65,9 @@ def tokenize_documents(texts: Iterable[str], tokenizer: PreTrainedTokenizerBase)
 
 def _init_worker(tokenizer_json: str) -> None:
     global _worker_tokenizer
+    # a forked worker inherits its parent's SIGTERM handler (Prefect's raises in the worker when
+    # the pool is shut down); the default handler just ends it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per process; the pool is the parallelism
     _worker_tokenizer = Tokenizer.from_file(tokenizer_json)
 
