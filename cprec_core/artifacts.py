@@ -143,7 +143,9 @@ class Manifest:
     def load(cls, directory: Path) -> Manifest:
         path = Path(directory) / MANIFEST
         if not path.is_file():
-            raise ArtifactError(f"{directory}: no {MANIFEST}: artifact missing or incomplete; rerun its stage")
+            raise ArtifactError(
+                f"{directory}: no {MANIFEST}: artifact missing or incomplete; rerun its stage"
+            )
         try:
             return cls(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as e:
