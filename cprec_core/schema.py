@@ -204,6 +204,58 @@ GOLD_PACKED = Artifact(
     (),
 )
 
+# Downstream artifacts live inside a per-run directory, not at a fixed place under the run
+# root: pass that directory as `root` (REC_RANKS: models/rec/<run>/<domain>/<variant>/seed=<s>/;
+# REPORT_*: reports/<run>/).
+REC_RANKS = Artifact(
+    "rec.ranks",
+    "ranks",
+    pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("split", pa.string()),  # valid | test
+            ("target_item_id", pa.string()),
+            ("rank", pa.int64()),  # 0-based full-ranking rank, history excluded, ties pessimistic
+        ]
+    ),
+    "one row per (user, split) of one (domain, variant, seed) run",
+    ("user_id", "split"),
+)
+
+REPORT_METRICS = Artifact(
+    "report.metrics",
+    "metrics",
+    pa.schema(
+        [
+            ("domain", pa.string()),
+            ("variant", pa.string()),
+            ("seed", pa.int64()),
+            ("split", pa.string()),  # valid | test
+            ("metric", pa.string()),  # Recall@K | NDCG@K | MRR
+            ("value", pa.float64()),
+        ]
+    ),
+    "one row per (domain, variant, seed, split, metric), averaged over users",
+    ("domain", "variant", "seed", "split", "metric"),
+)
+
+REPORT_PER_USER = Artifact(
+    "report.per_user",
+    "per_user",
+    pa.schema(
+        [
+            ("domain", pa.string()),
+            ("variant", pa.string()),
+            ("seed", pa.int64()),
+            ("user_id", pa.string()),
+            ("rank", pa.int64()),
+            ("ndcg_at_10", pa.float64()),
+        ]
+    ),
+    "one row per (domain, variant, seed, user) on the test split",
+    ("domain", "variant", "seed", "user_id"),
+)
+
 ALL_ARTIFACTS = (
     BRONZE_INTERACTIONS,
     BRONZE_ITEMS,

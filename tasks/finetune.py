@@ -14,9 +14,9 @@ from tasks.common import cache_key, stage_run
 @task(name="finetune", cache_key_fn=cache_key("finetune"), persist_result=True)
 def finetune(cfg: Config) -> dict[str, Any]:
     """Train cpt/base/zero-shot/popularity/SASRec per downstream domain and seed."""
-    from cprec_core.rec.finetune import finetune_all
+    from cprec_core.rec.finetune import finetune_run
 
     with stage_run("finetune", cfg) as run:
-        summary = finetune_all(cfg, cpt_dir(cfg), base_model_dir(cfg), progress=run.progress)
-        run.summary(summary, "Fine-tuning")
+        summary = finetune_run(cfg, cpt_dir(cfg), base_model_dir(cfg), progress=run.progress)
+        run.summary({k: v for k, v in summary.items() if k != "runs"}, "Fine-tuning")
     return summary

@@ -1,0 +1,168 @@
+"""Item encoder: an LLM reads each item's text; its final hidden states give the item embedding
+(PAPER.md §5, after HLLM's item LLM).
+
+Reads a causal-LM directory (HF `save_pretrained`, safetensors + tokenizer: the CPT checkpoint or
+the base model) and the item texts of one domain. Writes an embedding cache
+`<root>/cache/item_emb/<key>.safetensors`, keyed by the checkpoint's fingerprint (hash of its
+*.safetensors and config.json), the pooling settings and the exact item texts, so the same
+(checkpoint, domain) is encoded once.
+
+Text fed to the LLM: "Item: {item_text}" + EOS, where item_text is the corpus stage's rendering
+(cprec_core.prompts.item_text: "title (category)"), so an item reads exactly as it did in CPT.
+Pooling (finetune.item_pooling): `mean` = average of the last layer's (post-final-norm) states
+over the item's tokens, `last` = the state at the final token (the EOS marker, as HLLM's item
+token). Mean is the default because a frozen decoder's last-token state mostly predicts the next
+token, while the mean summarises the whole text.
+
+Encoder modes: `frozen` (embeddings computed once with no_grad; a trainable adapter maps them to
+the user model's width). `lora` / `full` would back-propagate into the LLM; they are not
+implemented and raise NotImplementedError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from rich.progress import track
+from safetensors.torch import load, save
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cprec_core.artifacts import atomic_write_bytes, sha256_file
+from cprec_core.config import FinetuneConfig
+
+ITEM_PREFIX = "Item: "
+
+
+class ItemEncoderError(ValueError):
+    """A model directory cannot serve as item encoder; the message names the path."""
+
+
+def check_encoder_mode(cfg: FinetuneConfig) -> None:
+    """Fail at start for modes that would need back-propagation through the LLM."""
+    if cfg.encoder_mode != "frozen":
+        raise NotImplementedError(
+            f"finetune.encoder_mode={cfg.encoder_mode!r} is not implemented (it trains the LLM itself, "
+            "a GPU-scale job); use finetune.encoder_mode=frozen (LLM frozen + trainable adapter)"
+        )
+
+
+def checkpoint_fingerprint(model_dir: Path) -> str:
+    """sha256 over the checkpoint's *.safetensors files and config.json (names and contents)."""
+    model_dir = Path(model_dir)
+    files = [*sorted(model_dir.glob("*.safetensors")), model_dir / "config.json"]
+    if not files[0].is_file() or files[0].suffix != ".safetensors" or not files[-1].is_file():
+        raise ItemEncoderError(f"{model_dir}: not a HF model directory (needs *.safetensors and config.json)")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """[B, T, D] states, [B, T] 0/1 mask of real tokens (right-padded) -> [B, D]."""
+    if pooling == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    last = mask.sum(1).long() - 1
+    return hidden[torch.arange(hidden.shape[0]), last]
+
+
+@torch.no_grad()
+def encode_texts(
+    model_dir: Path,
+    texts: list[str],
+    cfg: FinetuneConfig,
+    device: torch.device,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Frozen LLM embeddings [len(texts), llm_hidden] (float32, on CPU) of "Item: {text}" + EOS."""
+    model_dir = Path(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        lm = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ItemEncoderError(f"{model_dir}: cannot load tokenizer/causal LM: {e}") from None
+    body = lm.base_model.to(device).eval()  # the decoder without the LM head: no vocab-size logits
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids = [
+        tokenizer(ITEM_PREFIX + t, add_special_tokens=True)["input_ids"][: cfg.item_max_tokens - len(eos)]
+        + eos
+        for t in texts
+    ]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
+    out = torch.empty(len(ids), lm.config.hidden_size)
+    batches = [order[i : i + cfg.embed_batch_size] for i in range(0, len(order), cfg.embed_batch_size)]
+    for batch in track(batches, f"encode {len(texts)} items", disable=not progress):
+        width = max(len(ids[i]) for i in batch)
+        x = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, i in enumerate(batch):
+            x[row, : len(ids[i])] = torch.tensor(ids[i])
+            mask[row, : len(ids[i])] = 1
+        hidden = body(input_ids=x.to(device), attention_mask=mask.to(device)).last_hidden_state
+        out[batch] = _pool(hidden.float(), mask.to(device), cfg.item_pooling).cpu()
+    return out
+
+
+def item_embeddings(
+    model_dir: Path,
+    texts: list[str],
+    cfg: FinetuneConfig,
+    cache_dir: Path,
+    device: torch.device,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Cached `encode_texts`: one file per (checkpoint fingerprint, pooling, max tokens, texts)."""
+    h = hashlib.sha256()
+    for part in (checkpoint_fingerprint(model_dir), cfg.item_pooling, str(cfg.item_max_tokens), ITEM_PREFIX):
+        h.update(part.encode() + b"\0")
+    for t in texts:
+        h.update(t.encode() + b"\0")
+    path = Path(cache_dir) / f"{h.hexdigest()[:32]}.safetensors"
+    if path.is_file():
+        return load(path.read_bytes())["emb"]
+    emb = encode_texts(model_dir, texts, cfg, device, progress)
+    atomic_write_bytes(path, save({"emb": emb.contiguous()}))
+    return emb
+
+
+class TextItemEncoder(nn.Module):
+    """Frozen LLM item embeddings (a non-persistent buffer) + a trainable adapter to `hidden` dims.
+
+    adapter = LayerNorm(d_llm) -> Linear(d_llm, hidden) -> GELU -> Linear(hidden, hidden); the
+    LayerNorm tames the few huge-magnitude dimensions of LLM hidden states.
+    """
+
+    def __init__(self, llm_emb: torch.Tensor, hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("llm_emb", llm_emb.float(), persistent=False)
+        d = llm_emb.shape[1]
+        self.adapter = nn.Sequential(
+            nn.LayerNorm(d), nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+        )
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.adapter(self.llm_emb[idx])
+
+    def table(self) -> torch.Tensor:
+        """Embeddings of every item [n_items, hidden]: the same function as `forward`."""
+        return self.adapter(self.llm_emb)
+
+
+class IdItemEncoder(nn.Module):
+    """One learned vector per item id (SASRec's item embedding table)."""
+
+    def __init__(self, n_items: int, hidden: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(n_items, hidden)
+        nn.init.normal_(self.emb.weight, std=0.02)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.emb(idx)
+
+    def table(self) -> torch.Tensor:
+        return self.emb.weight

@@ -1,0 +1,79 @@
+"""cprec_core/rec/item_encoder.py: frozen LLM item embeddings, their cache, and the adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from rec_fixtures import build_tiny_lm, corpus_texts, tiny_config
+
+from cprec_core.rec.item_encoder import (
+    TextItemEncoder,
+    check_encoder_mode,
+    checkpoint_fingerprint,
+    encode_texts,
+    item_embeddings,
+)
+
+TEXTS = ["product 1 (snacks)", "product 2", "product 10 (snacks)"]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("lm")
+    return build_tiny_lm(base / "cpt", corpus_texts(), seed=1), build_tiny_lm(
+        base / "base", corpus_texts(), seed=2
+    )
+
+
+def test_two_checkpoints_give_different_embeddings(two_models: tuple[Path, Path], tmp_path: Path) -> None:
+    cpt, base = two_models
+    cfg = tiny_config(tmp_path).finetune
+    a = item_embeddings(cpt, TEXTS, cfg, tmp_path / "cache", CPU)
+    b = item_embeddings(base, TEXTS, cfg, tmp_path / "cache", CPU)
+    assert a.shape == b.shape == (3, 32)  # 3 items x the tiny Llama's hidden size
+    assert not torch.allclose(a, b)
+    assert checkpoint_fingerprint(cpt) != checkpoint_fingerprint(base)
+    # different texts get different vectors from the same model
+    assert not torch.allclose(a[0], a[1])
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+
+
+def test_cache_hit_returns_the_stored_embeddings(two_models: tuple[Path, Path], tmp_path: Path) -> None:
+    cpt, _ = two_models
+    cfg = tiny_config(tmp_path).finetune
+    first = item_embeddings(cpt, TEXTS, cfg, tmp_path / "cache", CPU)
+    (cached,) = (tmp_path / "cache").glob("*.safetensors")
+    stamp = cached.stat().st_mtime_ns
+    again = item_embeddings(cpt, TEXTS, cfg, tmp_path / "cache", CPU)
+    assert torch.equal(first, again) and cached.stat().st_mtime_ns == stamp
+    # another item list is another cache entry
+    item_embeddings(cpt, TEXTS[:2], cfg, tmp_path / "cache", CPU)
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+
+
+def test_batching_does_not_change_embeddings_and_pooling_matters(two_models: tuple[Path, Path]) -> None:
+    cpt, _ = two_models
+    cfg = tiny_config(Path("unused")).finetune
+    one_by_one = encode_texts(cpt, TEXTS, cfg.model_copy(update={"embed_batch_size": 1}), CPU)
+    batched = encode_texts(cpt, TEXTS, cfg.model_copy(update={"embed_batch_size": 3}), CPU)
+    assert torch.allclose(one_by_one, batched, atol=1e-5)  # right padding + mask: no leak between rows
+    last = encode_texts(cpt, TEXTS, cfg.model_copy(update={"item_pooling": "last"}), CPU)
+    assert not torch.allclose(last, batched)
+
+
+def test_adapter_maps_to_user_model_width_and_table_equals_forward() -> None:
+    torch.manual_seed(0)
+    enc = TextItemEncoder(torch.randn(5, 32), hidden=16)
+    assert enc.table().shape == (5, 16)
+    assert torch.allclose(enc(torch.tensor([3, 1])), enc.table()[[3, 1]], atol=1e-6)
+    assert "llm_emb" not in enc.state_dict()  # the frozen table is cached, not saved with the model
+
+
+def test_lora_and_full_modes_are_refused(tmp_path: Path) -> None:
+    for mode in ("lora", "full"):
+        with pytest.raises(NotImplementedError, match=f"encoder_mode='{mode}' is not implemented"):
+            check_encoder_mode(tiny_config(tmp_path, encoder_mode=mode).finetune)
+    check_encoder_mode(tiny_config(tmp_path).finetune)

@@ -1,0 +1,76 @@
+"""cprec_core/rec/user_model.py: causal masking, InfoNCE negatives, and learning a pattern."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from rec_fixtures import tiny_config
+
+from cprec_core.rec.item_encoder import IdItemEncoder
+from cprec_core.rec.user_model import SequenceRecommender, infonce_loss
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(n_items: int = 6, **ft: object) -> SequenceRecommender:
+    torch.manual_seed(0)
+    cfg = tiny_config(Path("unused"), **ft).finetune
+    return SequenceRecommender(IdItemEncoder(n_items, cfg.hidden_size), n_items, cfg, "cosine").eval()
+
+
+def test_causal_no_position_sees_the_future_and_padding_is_ignored() -> None:
+    model = _model()
+    pad = 6
+    a = model(torch.tensor([[pad, pad, 1, 2, 3, 4, 5, 0]]))
+    b = model(torch.tensor([[pad, pad, 1, 2, 3, 5, 5, 5]]))
+    # positions 0..4 have identical prefixes -> identical outputs; position 5 differs
+    assert torch.allclose(a[0, :5], b[0, :5], atol=1e-6)
+    assert not torch.allclose(a[0, 5], b[0, 5])
+    # what stands in padded slots does not matter to real positions (padding is masked as keys)
+    c = model(torch.tensor([[pad, pad, 1, 2, 3, 4, 5, 0]]))
+    assert torch.allclose(a, c)
+    assert torch.isfinite(a).all()
+
+
+def test_infonce_never_uses_the_positive_as_a_negative() -> None:
+    model = _model(n_items=3, temperature=1.0)
+    preds = torch.randn(2, model.items.emb.weight.shape[1])
+    targets = torch.tensor([1, 1])  # both rows have the same positive: one in-batch column
+    gen = torch.Generator().manual_seed(0)
+    # 50 uniform negatives over 3 items: item 1 is drawn ~17 times and must be masked each time,
+    # so the loss equals a softmax over column [1] and the sampled items 0 and 2 only.
+    loss = infonce_loss(model, preds, targets, 50, gen)
+    sampled = torch.randint(0, 3, (50,), generator=torch.Generator().manual_seed(0))
+    cand = torch.cat([torch.tensor([1]), sampled[sampled != 1]])
+    logits = model.score(preds, model.items(cand))
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(2, dtype=torch.long))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_user_model_learns_next_item_in_a_cycle() -> None:
+    # sequences of the cycle 0 -> 1 -> ... -> 5 -> 0: after training, the top-scored item of
+    # the last position is the next one in the cycle for every start
+    n = 6
+    model = _model(n_items=n, temperature=0.2)
+    model.train()
+    seqs = torch.tensor([[(s + i) % n for i in range(9)] for s in range(n)])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        out = model(seqs[:, :8])
+        loss = infonce_loss(model, out.reshape(-1, out.shape[-1]), seqs[:, 1:].reshape(-1), 4, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        top = model.score(model(seqs[:, :8])[:, -1], model.items.table()).argmax(1)
+    assert top.tolist() == seqs[:, 8].tolist()
