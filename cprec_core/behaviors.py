@@ -26,6 +26,7 @@ from rich.progress import Progress
 from cprec_core import sql
 from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_manifest
 from cprec_core.config import Config
+from cprec_core.locks import holds_run_lock
 from cprec_core.schema import (
     BRONZE_INTERACTIONS,
     BRONZE_ITEMS,
@@ -63,6 +64,7 @@ def behaviors_config_hash(cfg: Config) -> str:
     return config_hash(cfg.behaviors.model_dump(mode="json", exclude={"duckdb"}), cfg.domains)
 
 
+@holds_run_lock
 def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
     """Build the four silver artifacts from bronze; return counts, k-core passes and fingerprints.
 

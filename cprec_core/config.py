@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DOMAIN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+DOMAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class ConfigError(ValueError):
@@ -36,7 +37,7 @@ class Section(BaseModel):
 
 def check_domain_name(name: str) -> str:
     """Domain names become directory names and SQL values: letters, digits and '_' only."""
-    if not DOMAIN_NAME.match(name):
+    if not DOMAIN_NAME.fullmatch(name):
         raise ValueError(
             f"domain name {name!r}: must match {DOMAIN_NAME.pattern} (letters, digits, '_'; "
             "starts with a letter)"
@@ -282,7 +283,7 @@ class OrchestrationConfig(Section):
     refresh_cron: str = Field("0 * * * *", description="corpus-refresh schedule")
     gpu_pool: str | None = Field(None, description="work pool for cpt/finetune; None = run in-process")
     result_storage: str | None = Field(
-        None, description="saved Prefect storage block slug (e.g. 's3-bucket/cprec'); None = under the run root"
+        None, description="a saved Prefect storage block slug, e.g. 's3-bucket/cprec'; None = run root"
     )
 
 
@@ -290,6 +291,13 @@ class Config(Section):
     """The whole configuration. Sections map one-to-one to pipeline stages."""
 
     name: str = Field("demo", description="run name: reports/<name>/, models/cpt/<name>/")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_path_segment(cls, v: str) -> str:
+        if not RUN_NAME.fullmatch(v) or ".." in v:
+            raise ValueError(f"run name {v!r}: letters, digits, '_', '.', '-' only (it names directories)")
+        return v
     paths: PathsConfig = PathsConfig()
     synth: SynthConfig = SynthConfig()
     ingest: IngestConfig = IngestConfig()

@@ -38,6 +38,7 @@ from rich.progress import Progress
 
 from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_table, write_table
 from cprec_core.config import Config, ConfigError, CorpusConfig
+from cprec_core.locks import holds_run_lock
 from cprec_core.prompts import MIXED_HEADER, domain_header, item_text, mixed_item_text, number_lines
 from cprec_core.schema import (
     CORPUS_SCHEMA,
@@ -357,6 +358,7 @@ def _stats(c: CorpusConfig, domain_groups: list[_Group], mixed: _Group) -> dict[
     }
 
 
+@holds_run_lock
 def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
     """Build gold.corpus and gold.probe from the silver sequences; return the corpus statistics.
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from cprec_core.artifacts import atomic_dir, config_hash, finish_manifest, read_table, write_table
 from cprec_core.config import Config
+from cprec_core.locks import holds_run_lock
 from cprec_core.metrics import PairedTest, metric_names, paired_test, per_user_metrics
 from cprec_core.rec.finetune import finetune_run
 from cprec_core.schema import REC_RANKS, REPORT_METRICS, REPORT_PER_USER
@@ -316,6 +317,7 @@ def claim_line(tests: dict[str, PairedTest], alpha: float) -> str:
     )
 
 
+@holds_run_lock
 def evaluate_run(cfg: Config, cpt_dir: Path, base_dir: Path, progress: bool = False) -> dict[str, Any]:
     """Fine-tune (or reuse) every run, then write reports/<run>/ and return its tables.
 

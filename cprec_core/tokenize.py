@@ -34,6 +34,7 @@ from tokenizers import Tokenizer
 
 from cprec_core.artifacts import DatasetWriter, config_hash, parquet_files, read_manifest, sha256_file
 from cprec_core.config import Config
+from cprec_core.locks import holds_run_lock
 from cprec_core.schema import GOLD_CORPUS, GOLD_PACKED
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ def _blocks_table(blocks: np.ndarray) -> pa.Table:
     return pa.table({"input_ids": pa.ListArray.from_arrays(offsets, values)})
 
 
+@holds_run_lock
 def pack_corpus(cfg: Config, tokenizer_dir: Path, progress: bool = False) -> dict[str, Any]:
     """Tokenize GOLD_CORPUS, shuffle documents, pack into GOLD_PACKED; return the packing stats.
 

@@ -39,6 +39,7 @@ from cprec_core.config import Config, IngestConfig, SourceConfig, check_domain_n
 from cprec_core.ingest import amazon2014, amazon2023, generic, recbole
 from cprec_core.ingest.common import FileReport, IngestError, RawFile, ingest_file
 from cprec_core.ingest.synth import ensure_synthetic
+from cprec_core.locks import holds_run_lock
 from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE, Artifact
 
 READERS: dict[str, Callable[[SourceConfig, IngestConfig], list[RawFile]]] = {
@@ -133,6 +134,7 @@ def _too_bad(reports: list[FileReport], limit: float) -> FileReport | None:
     return max(over, key=lambda r: (r.bad_fraction, r.quarantined)) if over else None
 
 
+@holds_run_lock
 def run_ingest(cfg: Config, progress: bool = False, domains: list[str] | None = None) -> dict[str, Any]:
     """Ingest every source of `cfg.ingest` (or only `domains`) into bronze + quarantine under cfg.root.
 

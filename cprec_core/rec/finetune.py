@@ -45,6 +45,7 @@ from cprec_core.artifacts import (
     write_table,
 )
 from cprec_core.config import Config, FinetuneConfig
+from cprec_core.locks import holds_run_lock
 from cprec_core.metrics import mean_metrics
 from cprec_core.prompts import item_text
 from cprec_core.rec.baselines import build_sasrec, popularity_score_fn
@@ -288,6 +289,7 @@ def load_run(out_dir: Path) -> dict[str, Any]:
     return {**json.loads((Path(out_dir) / "results.json").read_text()), "out_dir": str(out_dir)}
 
 
+@holds_run_lock
 def finetune_run(
     cfg: Config, cpt_dir: Path | None, base_dir: Path | None, progress: bool = False
 ) -> dict[str, Any]:

@@ -83,7 +83,9 @@ def encode_texts(
     model_dir = Path(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        lm = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(
+            model_dir, local_files_only=True, use_safetensors=True, dtype=torch.float32
+        )
     except (OSError, ValueError) as e:
         raise ItemEncoderError(f"{model_dir}: cannot load tokenizer/causal LM: {e}") from None
     body = lm.base_model.to(device).eval()  # the decoder without the LM head: no vocab-size logits

@@ -36,8 +36,11 @@ def tag_for(step: int) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, numpy and torch RNG states of this process."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, numpy and torch RNG states of this process, as tensors and plain values only, so
+    they reload with `torch.load(weights_only=True)` (no unpickling of arbitrary objects)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -46,7 +49,8 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what rng_state() captured."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -131,5 +135,5 @@ def load(engine: Any, ckpt_dir: Path) -> tuple[str, dict[str, Any]] | None:
     )
     if path is None:
         raise RuntimeError(f"{ckpt_dir / tag}: DeepSpeed could not load this checkpoint")
-    set_rng_state(torch.load(rng_path, weights_only=False))
+    set_rng_state(torch.load(rng_path, weights_only=True))
     return tag, client_state

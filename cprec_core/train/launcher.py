@@ -23,6 +23,7 @@ from typing import Any
 
 from cprec_core.artifacts import atomic_write_text, config_hash, read_manifest
 from cprec_core.config import Config, ConfigError, LauncherConfig
+from cprec_core.locks import holds_run_lock
 from cprec_core.models import check_model_path
 from cprec_core.schema import GOLD_PACKED
 from cprec_core.train.cpt import SUMMARY_FILE, JobSpec
@@ -190,6 +191,7 @@ def launch_job(spec: JobSpec, launcher: LauncherConfig, progress: bool = True) -
         )
 
 
+@holds_run_lock
 def run_cpt(cfg: Config, base_model_dir: Path, out_dir: Path, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) continual pre-training of `base_model_dir` on GOLD_PACKED into `out_dir`.
 
