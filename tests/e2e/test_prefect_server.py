@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+STAGES = ("ingest", "behaviors", "corpus", "pack", "cpt", "finetune", "evaluate")
+STAGE_DEPLOYMENTS = ("ingest", "behaviors", "corpus", "cpt", "finetune", "evaluate")
+SMALL = [  # the demo, shrunk so that every stage runs in a few minutes on 2 cores
+    "synth.n_users=150",
+    "synth.n_items_per_domain=40",
+    "synth.n_interactions=4000",
+    "behaviors.k_core=2",
+    "cpt.max_steps=6",
+    "cpt.checkpoint_every=3",
+    "cpt.probe_max_docs=10",
+    "finetune.max_epochs=2",
+    "evaluate.seeds=[0]",
+]
 
 
 def free_port() -> int:
@@ -60,7 +74,11 @@ def stop(proc: subprocess.Popen, signals: int = 1) -> None:
 def cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "prefect"), "--no-prompt", *args],
-        cwd=REPO, env=env, text=True, capture_output=True, timeout=timeout,
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
     )
 
 
@@ -77,17 +95,19 @@ def server(tmp_path: Path):
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "DO_NOT_TRACK": "1",
     }
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        wait_healthy(api, proc)
-        yield env
-    finally:
-        stop(proc)
-        log.close()
+    with open(tmp_path / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_healthy(api, proc)
+            yield env
+        finally:
+            stop(proc)
 
 
 def test_deployment_run_then_stage_rerun_hits_upstream_cache(server: dict[str, str], tmp_path: Path) -> None:
@@ -97,59 +117,60 @@ def test_deployment_run_then_stage_rerun_hits_upstream_cache(server: dict[str, s
     )
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     listed = cli(env, "deployment", "ls")
-    for name in ("full-pipeline", "ingest", "behaviors", "corpus", "cpt", "finetune", "evaluate", "corpus-refresh"):
+    for name in (*STAGE_DEPLOYMENTS, "full-pipeline", "corpus-refresh"):
         assert name in listed.stdout, listed.stdout
 
-    worker_log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", "cprec-cpu", "--type", "process"],
-        cwd=REPO, env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
     root = tmp_path / "run"
-    params = {
-        "config": "configs/demo.yaml",
-        "stages": "ingest,behaviors,corpus",
-        "overrides": [
-            f"paths.root={root}",
-            f"synth.out_dir={tmp_path / 'raw'}",
-            f"ingest.sources=[{{format: synthetic, path: {tmp_path / 'raw'}}}]",
-            "synth.n_users=150",
-            "synth.n_items_per_domain=40",
-            "synth.n_interactions=4000",
-            "behaviors.k_core=2",
-        ],
-    }
-    try:
-        first = cli(env, "deployment", "run", "cprec/full-pipeline", "--params", json.dumps(params), "--watch")
-        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-        assert "Completed" in first.stdout
-        corpus_manifest = json.loads((root / "gold" / "corpus" / "_manifest.json").read_text())
-        assert corpus_manifest["rows"] > 0
+    overrides = [
+        f"paths.root={root}",
+        f"ingest.sources=[{{format: synthetic, path: {tmp_path / 'raw'}}}]",
+        *SMALL,
+    ]
+    full = {"config": "configs/demo.yaml", "stages": "all", "overrides": overrides}
+    with open(tmp_path / "worker.log", "w") as worker_log:
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "cprec-cpu", "--type", "process"],
+            cwd=REPO,
+            env={**env, "CPREC_HOME": str(REPO)},
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            first = cli(
+                env, "deployment", "run", "cprec/full-pipeline", "--params", json.dumps(full), "--watch"
+            )
+            assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+            assert json.loads((root / "gold" / "corpus" / "_manifest.json").read_text())["rows"] > 0
+            assert (root / "reports" / "demo" / "report.md").is_file()
+            assert task_states_of_run(env, first.stdout) == dict.fromkeys(STAGES, "Completed")
 
-        rerun = {**params, "stages": "ingest,behaviors,corpus"}
-        second = cli(env, "deployment", "run", "cprec/corpus", "--params", json.dumps(rerun), "--watch")
-        assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
-        states = task_states_of_last_run(env)
-        assert states == {"ingest": "Cached", "behaviors": "Cached", "corpus": "Cached"}, states
-        artifacts = cli(env, "artifact", "ls")
-        assert "validation-gold-corpus" in artifacts.stdout, artifacts.stdout
-    finally:
-        stop(worker, signals=2)
-        worker_log.close()
+            rerun = {**full, "stages": "ingest,behaviors,corpus"}  # the corpus deployment, upstream included
+            second = cli(env, "deployment", "run", "cprec/corpus", "--params", json.dumps(rerun), "--watch")
+            assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+            cached = dict.fromkeys(("ingest", "behaviors", "corpus"), "Cached")
+            assert task_states_of_run(env, second.stdout) == cached
+            artifacts = cli(env, "artifact", "ls")
+            for key in ("demo-validation-gold-corpus", "demo-cpt-summary", "demo-report"):
+                assert key in artifacts.stdout, artifacts.stdout
+        finally:
+            stop(worker, signals=2)
 
 
-def task_states_of_last_run(env: dict[str, str]) -> dict[str, str]:
-    """Task states of the newest flow run, read through the server's API."""
+def task_states_of_run(env: dict[str, str], run_output: str) -> dict[str, str]:
+    """Task states of the flow run that `prefect deployment run` reported, read from the API."""
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", run_output).group(1)
     code = (
+        "import json, sys\n"
         "from prefect.client.orchestration import get_client\n"
         "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId\n"
-        "from prefect.client.schemas.sorting import FlowRunSort\n"
-        "import json\n"
         "with get_client(sync_client=True) as c:\n"
-        "    fr = c.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]\n"
-        "    trs = c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[fr.id])))\n"
+        "    f = FlowRunFilter(id=FlowRunFilterId(any_=[sys.argv[1]]))\n"
+        "    trs = c.read_task_runs(flow_run_filter=f)\n"
         "    print(json.dumps({t.name.rsplit('-', 1)[0]: t.state.name for t in trs}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, text=True, capture_output=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code, flow_run_id], env=env, text=True, capture_output=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
