@@ -22,7 +22,7 @@ from cprec_core.config import Config, ConfigError, load_config
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="CPRec: all-domain continual pre-training."
 )
-console = Console()
+console = Console(soft_wrap=True)  # one error = one line, even in a narrow or non-TTY terminal
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 
 ConfigOpt = Annotated[
