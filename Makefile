@@ -34,7 +34,8 @@ base-model: $(STAMP)  ## the real SmolLM2-135M, converted once from the GGUF in 
 	$(BIN)/pip install -q gguf==0.19.0
 	$(BIN)/cprec base-model smollm2-135m --out var/models/smollm2-135m
 
-bench: $(STAMP)
+bench: $(STAMP)  ## all six benchmarks → BENCHMARKS.md (BENCH_ARGS=--quick: small sizes, ~5 min)
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 realdata: $(STAMP)  ## the real-data experiment (SCALE=tiny|smol)

@@ -1,0 +1,54 @@
+"""`python -m bench.run --quick` works end to end: every benchmark runs at its tiny size, every
+outputs-agree check passes (a disagreement raises, so the run would fail), and the report names
+each benchmark. Timings are NOT asserted: CI machines are too noisy for that."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quick_benchmarks_run_and_agree(tmp_path: Path) -> None:
+    out, results = tmp_path / "BENCH.md", tmp_path / "results"
+    cmd = [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)]
+    cmd += ["--results", str(results), "--work", str(tmp_path / "work")]
+    subprocess.run(cmd, cwd=ROOT, check=True, timeout=1800)
+
+    rec = {
+        n: json.loads((results / f"{n}.json").read_text())["result"]
+        for n in ("behaviors", "ingest", "pack", "cpt", "ranking", "cache")
+    }
+    for size in rec["behaviors"]["sizes"]:
+        assert all(size["identical"].values())  # every reference produced the project's silver.events
+        project_rows = size["contenders"]["project"]["rows"]
+        assert project_rows > 0 and all(c["rows"] == project_rows for c in size["contenders"].values())
+    assert "pandas" in rec["behaviors"]["sizes"][0]["contenders"]
+    # every reader saw every line of the files
+    rows = {c["rows"] for c in rec["ingest"]["contenders"].values()}
+    assert len(rows) == 1 and rows.pop() > rec["ingest"]["interactions"]
+    assert 0 <= rec["pack"]["waste_pct"] < 100 and rec["pack"]["tokens"] > 0
+    assert rec["cpt"]["tiny"]["contenders"]["deepspeed"]["tokens_per_s"] > 0
+    assert rec["ranking"]["identical"] is True
+    runs = rec["cache"]["runs"]
+    assert set(runs) == {"cold", "rerun", "refresh0", "refresh1"}
+    assert rec["cache"]["refreshed"] == [rec["cache"]["changed_domain"]]  # only that domain re-ingested
+    assert runs["rerun"]["seconds"] < runs["cold"]["seconds"]  # every stage a cache hit
+
+    report = out.read_text()
+    for title in (
+        "1. behaviors",
+        "2. ingest",
+        "3. corpus render",
+        "4. CPT",
+        "5. full-ranking",
+        "6. stage cache",
+    ):
+        assert title in report
+    assert (results / "behaviors_scaling.png").stat().st_size > 0
