@@ -27,17 +27,8 @@ from typing import Any
 
 import psutil
 
-ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+from cprec_core.offline import OFFLINE_ENV
+
 GIB = 1 << 30
 SAMPLE_S = 0.05
 
@@ -68,7 +59,7 @@ def measure(target: str, kwargs: dict[str, Any], env: dict[str, str] | None = No
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.common", target, str(args), str(out)],
-            env={**os.environ, **ENV, **(env or {})},
+            env={**os.environ, **OFFLINE_ENV, **(env or {})},
             cwd=Path(__file__).resolve().parent.parent,
         )
         watched = psutil.Process(proc.pid)

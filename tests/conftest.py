@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from cprec_core.offline import apply_offline_defaults
+
 # Set before any library import: nothing in the tests may reach a hub or send telemetry.
-os.environ.update(
-    {
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-)
+apply_offline_defaults(force=True)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
