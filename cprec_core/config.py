@@ -270,8 +270,10 @@ class FinetuneConfig(Section):
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(3, ge=1, description="early stopping on valid NDCG@10")
     embed_batch_size: int = Field(64, ge=1)
-    item_pooling: Literal["mean", "last"] = Field(
-        "mean", description="item embedding = mean of the LLM's last-layer states, or the final (EOS) state"
+    item_pooling: Literal["layers", "mean", "last"] = Field(
+        "layers",
+        description="item embedding = token-mean of every layer's states averaged over layers, the "
+        "token-mean of the last layer, or the final (EOS) state (cprec_core/rec/item_encoder.py)",
     )
     item_max_tokens: int = Field(64, ge=4, description="tokens of item text the LLM reads (title+category)")
 
@@ -302,6 +304,7 @@ class Config(Section):
         if not RUN_NAME.fullmatch(v) or ".." in v:
             raise ValueError(f"run name {v!r}: letters, digits, '_', '.', '-' only (it names directories)")
         return v
+
     paths: PathsConfig = PathsConfig()
     synth: SynthConfig = SynthConfig()
     ingest: IngestConfig = IngestConfig()

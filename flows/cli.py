@@ -95,6 +95,38 @@ def _run_flow(config: Path | None, stages: str, overrides: list[str], cfg: Confi
     except _user_errors() as e:
         _fail(str(e))
     print_outputs(cfg, results, time.perf_counter() - started)
+    if "evaluate" in results:
+        print_results(cfg)
+
+
+RESULT_METRICS = ("NDCG@10", "Recall@10", "MRR")
+
+
+def print_results(cfg: Config) -> None:
+    """A compact view of the evaluate stage's report: test metrics per variant, the Claim 1 line."""
+    import pyarrow.compute as pc
+
+    from cprec_core.artifacts import read_table
+    from cprec_core.schema import REPORT_METRICS
+
+    report_dir = cfg.root / "reports" / cfg.name
+    metrics = read_table(REPORT_METRICS, report_dir)
+    test = metrics.filter(pc.equal(metrics["split"], "test")).to_pandas()
+    stats = test.groupby(["domain", "variant", "metric"])["value"].agg(["mean", "std"]).fillna(0.0)
+    for domain in cfg.domains.downstream:
+        table = Table(title=f"{domain}: test metrics, mean ± std over seeds {cfg.evaluate.seeds}")
+        table.add_column("variant")
+        for m in RESULT_METRICS:
+            table.add_column(m, justify="right")
+        for variant in cfg.finetune.variants:
+            if (domain, variant, RESULT_METRICS[0]) in stats.index:
+                cells = [stats.loc[(domain, variant, m)] for m in RESULT_METRICS]
+                table.add_row(variant, *[f"{c['mean']:.4f} ± {c['std']:.4f}" for c in cells])
+        console.print(table)
+    for line in (report_dir / "report.md").read_text().splitlines():
+        if line.startswith("**Claim"):
+            console.print(line.replace("**", ""), highlight=False)
+    console.print(f"full report (p-values, plots, training curves): {report_dir / 'report.md'}")
 
 
 def print_outputs(cfg: Config, results: dict, seconds: float) -> None:

@@ -29,6 +29,7 @@ SMALL = [  # the demo, shrunk so that every stage runs in a few minutes on 2 cor
     "synth.n_items_per_domain=40",
     "synth.n_interactions=4000",
     "behaviors.k_core=2",
+    "model.tiny.pretrain_steps=10",
     "cpt.max_steps=6",
     "cpt.checkpoint_every=3",
     "cpt.probe_max_docs=10",

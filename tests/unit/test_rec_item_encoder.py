@@ -10,6 +10,7 @@ from rec_fixtures import build_tiny_lm, corpus_texts, tiny_config
 
 from cprec_core.rec.item_encoder import (
     TextItemEncoder,
+    _pool,
     check_encoder_mode,
     checkpoint_fingerprint,
     encode_texts,
@@ -91,3 +92,15 @@ def test_standardize_gives_zero_mean_unit_std_per_dimension_and_removes_the_comm
     assert torch.nn.functional.cosine_similarity(z[0], z[1], dim=0) < -0.99  # opposite once centred
     # A constant dimension does not divide by zero.
     assert torch.isfinite(standardize(torch.ones(3, 2))).all()
+
+
+def test_pooling_by_hand_on_two_layers_and_a_padded_row() -> None:
+    # batch of 2, 3 positions, width 1; row 1 has one padding position at the end
+    emb_layer = torch.tensor([[[1.0], [2.0], [3.0]], [[4.0], [6.0], [100.0]]])
+    last_layer = torch.tensor([[[10.0], [20.0], [30.0]], [[40.0], [60.0], [-100.0]]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    states = (emb_layer, last_layer)
+    # token means: layer 0 -> [2, 5], last -> [20, 50]; padding never counts
+    assert torch.equal(_pool(states, mask, "mean"), torch.tensor([[20.0], [50.0]]))
+    assert torch.equal(_pool(states, mask, "layers"), torch.tensor([[11.0], [27.5]]))
+    assert torch.equal(_pool(states, mask, "last"), torch.tensor([[30.0], [60.0]]))
