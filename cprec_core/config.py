@@ -374,26 +374,47 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`: mappings merge key by key, anything else (lists too) is replaced."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config file as a mapping, with its `extends: other.yaml` (relative to the file) merged
+    underneath it, recursively."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: extends itself through {' -> '.join(map(str, seen))}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    parent = loaded.pop("extends", None)
+    if parent is None:
+        return loaded
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected a file name, got {parent!r}")
+    return deep_merge(read_config_file(path.parent / parent, (*seen, path.resolve())), loaded)
+
+
 def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when path is None), apply overrides, validate.
 
-    Relative paths inside the file are taken as relative to the current directory, as a user
-    typing a command expects.
+    A file may start from another with `extends: base.yaml` (see read_config_file). Relative
+    paths inside the file are taken as relative to the current directory, as a user typing a
+    command expects.
     """
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:
         origin = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections")
-        data = loaded
+        data = read_config_file(Path(path))
     data = apply_overrides(data, overrides or [])
     try:
         return Config.model_validate(data)

@@ -300,19 +300,22 @@ def render_report(
     return "\n".join(out) + "\n"
 
 
+def claim_verdict(t: PairedTest, p_adjusted: float, alpha: float) -> str:
+    """A paper claim "cpt beats the other" read off one paired test (mean_a = cpt)."""
+    if t.mean_a > t.mean_b and p_adjusted < alpha:
+        return "supported"
+    if t.mean_a > t.mean_b:
+        return "pointing the right way but not significant"
+    return "not supported"
+
+
 def claim_line(tests: dict[str, PairedTest], alpha: float) -> str:
     """PAPER.md claim 1 (cpt beats base) read off the significance results of one domain."""
     if "base" not in tests:
         return "Claim 1 (CPT then fine-tune beats fine-tune only): not tested here (cpt or base not run)."
     t, p = tests["base"], holm([x.p_value for x in tests.values()])[list(tests).index("base")]
-    if t.mean_a > t.mean_b and p < alpha:
-        verdict = "supported"
-    elif t.mean_a > t.mean_b:
-        verdict = "pointing the right way but not significant"
-    else:
-        verdict = "not supported"
     return (
-        f"**Claim 1 (CPT then fine-tune beats fine-tune only): {verdict}** "
+        f"**Claim 1 (CPT then fine-tune beats fine-tune only): {claim_verdict(t, p, alpha)}** "
         f"(NDCG@10 {t.mean_a:.4f} vs {t.mean_b:.4f}, Holm p = {p:.3g})."
     )
 

@@ -161,6 +161,31 @@ def demo(
     _run_flow(DEMO_CONFIG, stages, overrides or [], cfg)
 
 
+@app.command()
+def experiment(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """The paper's claims in one run: main arm + domain-only and cosine ablations, combined report."""
+    from cprec_core.experiment import ExperimentError, arm_overrides
+    from flows.experiment import experiment as experiment_flow
+
+    cfg = _load(config, overrides)
+    try:
+        arm_overrides(cfg, "main")
+    except ExperimentError as e:
+        _fail(f"{config}: {e}")
+    started = time.perf_counter()
+    try:
+        summary = experiment_flow(config=str(config) if config else None, overrides=overrides or [])
+    except _user_errors() as e:
+        _fail(str(e))
+    table = Table(title=f"experiment '{cfg.name}' finished in {(time.perf_counter() - started) / 60:.1f} min")
+    for col in ("claim", "evidence (test NDCG@10)", "verdict"):
+        table.add_column(col)
+    for row in summary["claims"]:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"full report: {summary['report_dir']}/report.md")
+
+
 @app.command("prepare-realdata")
 def prepare_realdata(
     data: Annotated[Path, typer.Option(help="the shared/data folder")] = PROJECT_ROOT.parent

@@ -11,7 +11,7 @@ from cprec_core.config import ConfigError, load_config
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "amazon2023.yaml", "realdata.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "amazon2023.yaml", "realdata.yaml", "realdata-smol.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     path = CONFIGS / name
     if not path.exists():
@@ -65,3 +65,20 @@ def test_section_fingerprint_changes_with_values() -> None:
     a = load_config(None).corpus.fingerprint()
     b = load_config(None, ["corpus.mix_ratio=0.1"]).corpus.fingerprint()
     assert a != b and a == load_config(None).corpus.fingerprint()
+
+
+def test_extends_merges_sections_under_the_file_and_refuses_cycles(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "name: base\ncorpus: {mix_ratio: 0.3, max_items: 12}\nevaluate: {seeds: [0, 1]}\n"
+    )
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\ncorpus: {mix_ratio: 0.7}\n")
+    cfg = load_config(tmp_path / "child.yaml", ["evaluate.seeds=[5]"])
+    assert cfg.name == "child"
+    assert (cfg.corpus.mix_ratio, cfg.corpus.max_items) == (0.7, 12)  # merged key by key
+    assert cfg.evaluate.seeds == [5]
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml does not exist"):
+        load_config(tmp_path / "missing.yaml")

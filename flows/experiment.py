@@ -1,0 +1,35 @@
+"""The `cprec-experiment` flow: the paper's claims in one run (cprec_core/experiment.py).
+
+Runs the `cprec` flow once per arm (main, then the ablations, each a subflow with its own run root,
+cached stage by stage like any run), then merges their reports. `cprec experiment --config F`
+or `make realdata SCALE=tiny|smol` run it in-process.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from cprec_core.experiment import ARMS, arm_overrides
+from flows.cprec import cprec, resolve_config
+from tasks.experiment import experiment_report
+
+
+@flow(name="cprec-experiment", log_prints=True)
+def experiment(
+    config: str | dict[str, Any] | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Every arm of the experiment on `config` (+ `overrides`), then the combined report."""
+    logger = get_run_logger()
+    cfg = resolve_config(config, overrides)
+    arms, seconds = {}, {}
+    for arm in ARMS:
+        arm_set = [*(overrides or []), *arm_overrides(cfg, arm)]
+        arms[arm] = resolve_config(config, arm_set)
+        logger.info("arm %s: root %s, overrides %s", arm, arms[arm].root, arm_set)
+        started = time.perf_counter()
+        cprec.with_options(flow_run_name=f"{cfg.name}-{arm}")(config=config, stages="all", overrides=arm_set)
+        seconds[arm] = time.perf_counter() - started
+    return experiment_report(cfg, arms, seconds)
