@@ -118,6 +118,17 @@ def _fingerprint_or_missing(path: Path) -> str:
         return "missing"
 
 
+def model_stamp(model_dir: Path) -> str:
+    """What identifies a base model directory's content, cheaply: the manifest fingerprint of a
+    model cprec wrote, else the name, size and mtime of each file (weights replaced in place
+    change it; hashing 0.5 GB of weights on every cache-key lookup would not pay)."""
+    try:
+        return verify(model_dir).fingerprint
+    except ArtifactError:
+        files = sorted(p for p in Path(model_dir).glob("*") if p.is_file())
+        return json.dumps([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+
+
 def stage_key(stage: str, cfg: Config) -> str:
     """Cache key of `stage`: its inputs' content fingerprints, its config sections, code version.
 
@@ -130,7 +141,7 @@ def stage_key(stage: str, cfg: Config) -> str:
 
         inputs = domain_fingerprints(cfg)
     if stage in ("pack", "cpt") and cfg.model.path is not None:
-        inputs["model"] = str(Path(cfg.model.path).resolve())
+        inputs["model"] = model_stamp(Path(cfg.model.path))
     sections = {s: getattr(cfg, s).model_dump(mode="json") for s in spec.sections}
     payload = json.dumps(
         {"stage": stage, "inputs": inputs, "config": sections, "code": code_version(), "name": cfg.name},

@@ -99,7 +99,7 @@ def _run_flow(config: Path | None, stages: str, overrides: list[str], cfg: Confi
         print_results(cfg)
 
 
-RESULT_METRICS = ("NDCG@10", "Recall@10", "MRR")
+RESULT_METRICS = ("NDCG@K", "Recall@K", "MRR")
 
 
 def print_results(cfg: Config) -> None:
@@ -110,17 +110,19 @@ def print_results(cfg: Config) -> None:
     from cprec_core.schema import REPORT_METRICS
 
     report_dir = cfg.root / "reports" / cfg.name
+    k = 10 if 10 in cfg.evaluate.ks else cfg.evaluate.ks[0]
+    names = [m.replace("@K", f"@{k}") for m in RESULT_METRICS]
     metrics = read_table(REPORT_METRICS, report_dir)
     test = metrics.filter(pc.equal(metrics["split"], "test")).to_pandas()
     stats = test.groupby(["domain", "variant", "metric"])["value"].agg(["mean", "std"]).fillna(0.0)
     for domain in cfg.domains.downstream:
         table = Table(title=f"{domain}: test metrics, mean ± std over seeds {cfg.evaluate.seeds}")
         table.add_column("variant")
-        for m in RESULT_METRICS:
+        for m in names:
             table.add_column(m, justify="right")
         for variant in cfg.finetune.variants:
-            if (domain, variant, RESULT_METRICS[0]) in stats.index:
-                cells = [stats.loc[(domain, variant, m)] for m in RESULT_METRICS]
+            if (domain, variant, names[0]) in stats.index:
+                cells = [stats.loc[(domain, variant, m)] for m in names]
                 table.add_row(variant, *[f"{c['mean']:.4f} ± {c['std']:.4f}" for c in cells])
         console.print(table)
     for line in (report_dir / "report.md").read_text().splitlines():
@@ -162,19 +164,28 @@ def demo(
 
 
 @app.command()
-def experiment(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+def experiment(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    arms: Annotated[str, typer.Option(help="comma-separated arms: main,domain-only,cosine")] = "all",
+) -> None:
     """The paper's claims in one run: main arm + domain-only and cosine ablations, combined report."""
-    from cprec_core.experiment import ExperimentError, arm_overrides
+    from cprec_core.experiment import ARMS, ExperimentError, arm_overrides
     from flows.experiment import experiment as experiment_flow
 
     cfg = _load(config, overrides)
+    selected = list(ARMS) if arms == "all" else [a.strip() for a in arms.split(",") if a.strip()]
+    if set(selected) - set(ARMS):
+        _fail(f"--arms {arms}: expected 'all' or some of {', '.join(ARMS)}")
     try:
         arm_overrides(cfg, "main")
     except ExperimentError as e:
-        _fail(f"{config}: {e}")
+        _fail(f"{config or 'default config'}: {e}")
     started = time.perf_counter()
     try:
-        summary = experiment_flow(config=str(config) if config else None, overrides=overrides or [])
+        summary = experiment_flow(
+            config=str(config) if config else None, overrides=overrides or [], arms=selected
+        )
     except _user_errors() as e:
         _fail(str(e))
     table = Table(title=f"experiment '{cfg.name}' finished in {(time.perf_counter() - started) / 60:.1f} min")

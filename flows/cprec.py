@@ -7,13 +7,14 @@ or `cprec run`, or on a server through the deployments in deploy/prefect.yaml.
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
-from cprec_core.config import Config, config_from_dict, load_config
+from cprec_core.config import Config, apply_overrides, config_from_dict, load_config
 from cprec_core.stages import outputs_match, parse_stages, stage_key
 from flows.refresh import run_refresh
 from tasks.behaviors import behaviors
@@ -37,11 +38,12 @@ GPU_STAGES = ("cpt", "finetune")
 
 
 def resolve_config(config: str | dict[str, Any] | Config | None, overrides: list[str] | None) -> Config:
-    """A flow parameter (path, mapping or Config) → validated Config."""
+    """A flow parameter (path, mapping or Config) with `overrides` applied → validated Config."""
     if isinstance(config, Config):
-        return config
+        config = config.model_dump(mode="json")
     if isinstance(config, dict):
-        return config_from_dict(config, origin="flow parameter config")
+        data = apply_overrides(copy.deepcopy(config), overrides or [])
+        return config_from_dict(data, origin="flow parameter config")
     return load_config(config, overrides or [])
 
 

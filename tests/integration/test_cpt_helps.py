@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pytest
 
 from cprec_core.artifacts import PROJECT_ROOT, read_table
 from cprec_core.schema import REPORT_METRICS
@@ -28,6 +29,7 @@ from cprec_core.schema import REPORT_METRICS
 MARGIN = 0.05  # half the measured gap; the seed-to-seed std of cpt is 0.013, of base 0.005
 
 
+@pytest.mark.slow  # ~2 min: every stage of the demo config
 def test_cpt_beats_base_on_the_unseen_domain(prefect_harness, tmp_path: Path) -> None:
     from flows.cprec import cprec, resolve_config
 

@@ -68,6 +68,11 @@ def check_arms(cfg) -> None:
         summary = json.loads((root / "models" / "cpt" / f"{cfg.name}-{arm}" / "summary.json").read_text())
         assert Path(summary["base_model_dir"]).resolve() == base_model_dir(cfg).resolve()
         assert summary["steps"] == cfg.cpt.max_steps  # the same token budget
+        # the combined report carries that arm's cpt rows, renamed, unchanged
+        own = read_table(REPORT_METRICS, root / "reports" / f"{cfg.name}-{arm}").to_pandas()
+        combined = read_table(REPORT_METRICS, experiment_dir(cfg)).to_pandas()
+        renamed = combined[combined.variant == f"cpt-{arm}"].drop(columns="variant").reset_index(drop=True)
+        assert renamed.equals(own[own.variant == "cpt"].drop(columns="variant").reset_index(drop=True))
     main_mix = verify(GOLD_CORPUS.path(cfg.root)).extra["mix_ratio_achieved"]
     assert verify(GOLD_CORPUS.path(arm_root["domain-only"])).extra["mix_ratio_achieved"] == 0.0 < main_mix
     main_lr = lr_curve(cpt_dir(cfg))
@@ -79,6 +84,7 @@ def lr_curve(model_dir: Path) -> list[float]:
     return [json.loads(line)["lr"] for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_experiment_on_synthetic_data(prefect_harness, tmp_path: Path) -> None:
     overrides = [
         "name=exp",

@@ -82,3 +82,13 @@ def test_extends_merges_sections_under_the_file_and_refuses_cycles(tmp_path: Pat
     (tmp_path / "missing.yaml").write_text("extends: nowhere.yaml\n")
     with pytest.raises(ConfigError, match="nowhere.yaml does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_flow_parameter_mapping_takes_overrides_too() -> None:
+    from flows.cprec import resolve_config
+
+    mapping = load_config(None, ["name=m"]).model_dump(mode="json")
+    cfg = resolve_config(mapping, ["corpus.mix_ratio=0", "name=arm"])
+    assert (cfg.name, cfg.corpus.mix_ratio) == ("arm", 0.0)
+    assert mapping["name"] == "m" and mapping["corpus"]["mix_ratio"] != 0  # the caller's mapping is untouched
+    assert resolve_config(cfg, ["name=again"]).name == "again"
