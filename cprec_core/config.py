@@ -8,13 +8,23 @@ path, never at step 40,000. Each stage receives only its own section.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DOMAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -253,29 +263,137 @@ class CPTConfig(Section):
     launcher: LauncherConfig = LauncherConfig()
 
 
+EncoderMode = Literal["frozen", "full", "lora", "top"]
+ENCODER_MODES: tuple[str, ...] = ("frozen", "full", "lora", "top")
+FIXED_VARIANTS = ("zero-shot", "zero-shot-base", "popularity", "sasrec")
+LLM_VARIANT = re.compile(r"(cpt|base)(?:-(frozen|full|lora|top))?")
+SELECTABLE = (
+    "item_pooling",
+    "lr",
+    "llm_lr",
+    "item_id_embedding",
+    "train_top_layers",
+    "temperature",
+    "dropout",
+)
+
+
+def check_variant(name: str) -> str:
+    """A variant is an ID/zero-shot baseline or an LLM recommender `cpt|base[-<encoder mode>]`."""
+    if name not in FIXED_VARIANTS and not LLM_VARIANT.fullmatch(name):
+        raise ValueError(
+            f"variant {name!r}: expected one of {', '.join(FIXED_VARIANTS)}, or cpt / base with an optional "
+            f"encoder mode suffix ({', '.join('-' + m for m in ENCODER_MODES)})"
+        )
+    return name
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1, description="adapter rank: 8 is peft's default and ample for a 0.1-1 B model")
+    alpha: float = Field(16, gt=0, description="scaling alpha / r = 2, the usual LoRA choice")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] = Field(
+        default=["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="the attention projections of Llama-family blocks (names of nn.Linear modules)",
+    )
+
+
 class FinetuneConfig(Section):
-    encoder_mode: Literal["frozen", "lora", "full"] = Field("frozen", description="frozen is the CPU default")
-    variants: list[Literal["cpt", "base", "zero-shot", "popularity", "sasrec"]] = Field(
-        default=["cpt", "base", "zero-shot", "popularity", "sasrec"]
+    encoder_mode: EncoderMode = Field(
+        "frozen",
+        description="how the item LLM trains (cprec_core/rec/item_llm.py): frozen = features only; "
+        "full = every weight; lora = peft adapters; top = the top train_top_layers blocks over cached "
+        "lower states (the CPU-feasible mode for a real LLM)",
+    )
+    train_top_layers: int = Field(1, ge=1, description="encoder_mode=top: blocks that train (+ final norm)")
+    lora: LoraConfig = LoraConfig()
+    user_model: Literal["light", "llm"] = Field(
+        "light",
+        description="light = a small causal transformer of width hidden_size; llm = the checkpoint's own "
+        "blocks over item embeddings (HLLM's user LLM; every block trains)",
+    )
+    item_id_embedding: bool = Field(
+        False, description="add a learned per-item id vector to every text item embedding (text + id)"
+    )
+    variants: list[str] = Field(
+        default=["cpt", "base", "zero-shot", "popularity", "sasrec"],
+        description="what to train and rank: cpt / base = the LLM recommender on the CPT / base checkpoint "
+        "in encoder_mode (cpt-top etc. name the mode), zero-shot(-base), popularity, sasrec",
     )
     max_seq_len: int = Field(20, ge=2, description="history items the user model reads")
     hidden_size: int = Field(64, ge=8, description="user-model width")
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="AdamW LR of the recommender's own weights")
+    llm_lr: float = Field(
+        1e-4, gt=0, description="AdamW LR of trained LLM weights: a pretrained LM takes less"
+    )
     batch_size: int = Field(128, ge=1)
     num_negatives: int = Field(64, ge=0, description="sampled negatives beside in-batch ones")
     temperature: float = Field(0.07, gt=0)
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(3, ge=1, description="early stopping on valid NDCG@10")
-    embed_batch_size: int = Field(64, ge=1)
-    item_pooling: Literal["layers", "mean", "last"] = Field(
+    embed_batch_size: int = Field(64, ge=1, description="items per LLM forward (encoding and training)")
+    item_pooling: Literal["layers", "mean", "last", "item_token"] = Field(
         "layers",
         description="item embedding = token-mean of every layer's states averaged over layers, the "
-        "token-mean of the last layer, or the final (EOS) state (cprec_core/rec/item_encoder.py)",
+        "token-mean of the last layer, the final (EOS) state, or the state of a learnable item token "
+        "appended to the text (HLLM; a trained encoder mode only) (cprec_core/rec/item_llm.py)",
     )
     item_max_tokens: int = Field(64, ge=4, description="tokens of item text the LLM reads (title+category)")
+    select: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="design choices picked on valid NDCG@10 per (domain, variant) with the first seed, "
+        f"e.g. {{item_pooling: [mean, item_token]}}; keys among {', '.join(SELECTABLE)}",
+    )
+
+    _check_variants = field_validator("variants")(lambda v: [check_variant(x) for x in v])
+
+    def variant_mode(self, variant: str) -> str | None:
+        """The encoder mode of an LLM recommender variant (None for the others)."""
+        match = LLM_VARIANT.fullmatch(variant)
+        return None if match is None else match.group(2) or self.encoder_mode
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinetuneConfig:
+        modes = {m for m in map(self.variant_mode, self.variants) if m is not None}
+        if self.item_pooling == "item_token" and "frozen" in modes:
+            raise ValueError(
+                "finetune.item_pooling=item_token needs a trained item LLM (encoder mode full, lora or top): "
+                "a frozen LLM cannot learn the token"
+            )
+        if "lora" in modes and importlib.util.find_spec("peft") is None:
+            raise ValueError("finetune.encoder_mode=lora needs the `peft` package: pip install peft")
+        if self.user_model == "llm" and not modes:
+            raise ValueError(
+                "finetune.user_model=llm needs an LLM variant (cpt or base) in finetune.variants"
+            )
+        for key, values in self.select.items():
+            if key not in SELECTABLE:
+                raise ValueError(
+                    f"finetune.select.{key}: not selectable; choose among {', '.join(SELECTABLE)}"
+                )
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"finetune.select.{key}: expected a non-empty list of candidate values")
+            field = FinetuneConfig.model_fields[key]
+            check = TypeAdapter(
+                Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+            )
+            for v in values:
+                try:
+                    check.validate_python(v)
+                except ValidationError as e:
+                    raise ValueError(
+                        f"finetune.select.{key}: candidate {v!r}: {e.errors()[0]['msg']}"
+                    ) from None
+        return self
+
+    def candidates(self) -> list[dict[str, Any]]:
+        """Every combination of the `select` grid as finetune overrides ([{}] when none)."""
+        keys = list(self.select)
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.select.values())]
 
 
 class EvaluateConfig(Section):
@@ -291,6 +409,18 @@ class OrchestrationConfig(Section):
     result_storage: str | None = Field(
         None, description="a saved Prefect storage block slug, e.g. 's3-bucket/cprec'; None = run root"
     )
+
+
+def llm_layers(model: ModelConfig) -> int | None:
+    """Decoder blocks of the configured base LLM: the tiny model's setting, or config.json of a local
+    HF directory; None when it cannot be read without loading weights (a .gguf, a missing path)."""
+    if model.path is None:
+        return model.tiny.num_layers
+    config_json = Path(model.path) / "config.json"
+    if not config_json.is_file():
+        return None
+    layers = json.loads(config_json.read_text()).get("num_hidden_layers")
+    return int(layers) if isinstance(layers, int) else None
 
 
 class Config(Section):
@@ -318,6 +448,18 @@ class Config(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
+    @model_validator(mode="after")
+    def _top_layers_fit_the_model(self) -> Config:
+        ft = self.finetune
+        if "top" not in map(ft.variant_mode, ft.variants):
+            return self
+        layers = llm_layers(self.model)
+        if layers is not None and ft.train_top_layers > layers:
+            raise ValueError(
+                f"finetune.train_top_layers={ft.train_top_layers} exceeds the base model's {layers} layers"
+            )
+        return self
+
     @property
     def root(self) -> Path:
         return self.paths.root
@@ -330,7 +472,10 @@ class Config(Section):
 def _format_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error" and (key == "<root>" or msg.startswith(f"{key}.")):
+        more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+        return f"{origin}: {msg}{more}"  # a cross-key rule: its message names the keys itself
     if first["type"] == "extra_forbidden":
         msg = "unknown key (see cprec_core/config.py for the allowed keys)"
     elif "input" in first and not isinstance(first["input"], dict):

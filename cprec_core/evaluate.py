@@ -2,7 +2,7 @@
 (PAPER.md §6; DESIGN.md step 7).
 
 Reads the finetune stage's runs (models/rec/<run>/<domain>/<variant>/seed=<s>/: REC_RANKS and
-results.json; runs missing or stale are trained first by cprec_core.rec.finetune.finetune_run).
+results.json, listed in its runs.json; this stage never trains: cprec_core.rec.finetune.load_runs).
 Writes reports/<run>/ atomically, with a manifest: `metrics/` (REPORT_METRICS: one row per
 domain, variant, seed, split, metric), `per_user/` (REPORT_PER_USER: test rank and NDCG@10 of
 every user), `plots/metrics_<domain>.png`, `plots/curves_<domain>.png` and `report.md`.
@@ -30,24 +30,49 @@ from cprec_core.artifacts import atomic_dir, config_hash, finish_manifest, read_
 from cprec_core.config import Config
 from cprec_core.locks import holds_run_lock
 from cprec_core.metrics import PairedTest, metric_names, paired_test, per_user_metrics
-from cprec_core.rec.finetune import finetune_run
+from cprec_core.rec.finetune import load_runs
 from cprec_core.schema import REC_RANKS, REPORT_METRICS, REPORT_PER_USER
 
 REFERENCE = "cpt"
 TEST_NAMES = {"wilcoxon": "Wilcoxon signed-rank test", "ttest": "paired t-test"}
 SIGNIFICANCE_METRIC = "NDCG@10"
 
-VARIANT_TEXT = {
-    "cpt": "the continually pre-trained LLM encodes each item's text (frozen); a trainable adapter and a "
-    "small causal transformer over the user's items predict the next item (InfoNCE loss).",
-    "base": "exactly the same model, budget and hyperparameters, but the items are encoded by the original "
-    "LLM before continual pre-training. cpt vs base isolates the effect of CPT.",
+MODE_TEXT = {
+    "frozen": "the LLM encodes each item's text once and stays frozen; a trainable adapter",
+    "full": "the LLM reads each item's text and every LLM weight trains with the recommender; an adapter",
+    "lora": "the LLM reads each item's text and LoRA adapters on its attention train with the recommender; "
+    "an adapter",
+    "top": "the LLM reads each item's text; its top blocks train with the recommender over cached lower "
+    "states; an adapter",
+}
+FIXED_TEXT = {
     "zero-shot": "the continually pre-trained LLM with no training on this domain: the user is the average "
     "of the LLM embeddings of their recent items; items are ranked by cosine similarity to it.",
+    "zero-shot-base": "the same zero-shot ranking with the base LLM before continual pre-training: what text "
+    "similarity alone gives, without behaviour knowledge.",
     "popularity": "every user gets the items ranked by how often they occur in the training events.",
     "sasrec": "SASRec, the standard ID-based sequential recommender (no text): a causal transformer over "
     "learned item-id embeddings, trained with a softmax over all items.",
 }
+
+
+def variant_text(variant: str, cfg: Config) -> str:
+    """One sentence on what a variant is, for a reader who never saw the code."""
+    if variant in FIXED_TEXT:
+        return FIXED_TEXT[variant]
+    mode = cfg.finetune.variant_mode(variant)
+    if mode is None:
+        return "(see cprec_core/rec/finetune.py)"
+    which = "continually pre-trained (CPT)" if variant.startswith("cpt") else "original (base, before CPT)"
+    user = (
+        "the LLM's own blocks over the user's items"
+        if cfg.finetune.user_model == "llm"
+        else ("a small causal transformer over the user's items")
+    )
+    ids = " plus a learned id vector per item," if cfg.finetune.item_id_embedding else ""
+    return f"the {which} LLM; {MODE_TEXT[mode]}{ids} and {user} predict the next item (InfoNCE loss)." + (
+        " cpt vs base isolates the effect of CPT." if variant.startswith("base") else ""
+    )
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -255,7 +280,7 @@ def render_report(
         "",
         "## What was compared",
         "",
-        *[f"- **{v}**: {VARIANT_TEXT[v]}" for v in variants],
+        *[f"- **{v}**: {variant_text(v, cfg)}" for v in variants],
         "",
         "## Data",
         "",
@@ -321,14 +346,14 @@ def claim_line(tests: dict[str, PairedTest], alpha: float) -> str:
 
 
 @holds_run_lock
-def evaluate_run(cfg: Config, cpt_dir: Path, base_dir: Path, progress: bool = False) -> dict[str, Any]:
-    """Fine-tune (or reuse) every run, then write reports/<run>/ and return its tables.
+def evaluate_run(cfg: Config) -> dict[str, Any]:
+    """Read the finetune stage's runs (it must have run), write reports/<run>/, return its tables.
 
     Returns {"report_dir", "tables": {domain: results markdown}, "significance": {domain: markdown},
     "report_md": str, "runs": n}.
     """
     ev = cfg.evaluate
-    runs = finetune_run(cfg, cpt_dir, base_dir, progress)["runs"]
+    runs = load_runs(cfg)["runs"]
     metrics, per_user = collect(runs, ev.ks)
     variants = list(cfg.finetune.variants)
     results_md, signif_md, claim, curves = {}, {}, {}, {}

@@ -38,13 +38,13 @@ from cprec_core.config import Config
 from cprec_core.evaluate import (
     REFERENCE,
     TEST_NAMES,
-    VARIANT_TEXT,
     claim_verdict,
     holm,
     plot_metrics,
     significance,
     significance_table,
     summary_table,
+    variant_text,
 )
 from cprec_core.metrics import PairedTest
 from cprec_core.rec.item_encoder import checkpoint_fingerprint
@@ -247,7 +247,9 @@ def render_experiment(
     seeds: dict[str, str],
 ) -> str:
     """report.md of the experiment: claims first, then how it was run, then every number."""
-    texts = {**VARIANT_TEXT, **{ablation_variant(a): ab.text for a, ab in ABLATIONS.items()}}
+    texts = {v: variant_text(v, cfg) for v in variants} | {
+        ablation_variant(a): ab.text for a, ab in ABLATIONS.items()
+    }
     base_dir = base_model_dir(cfg)
     out = [
         f"# cprec experiment: `{cfg.name}`",

@@ -216,6 +216,7 @@ REC_RANKS = Artifact(
             ("split", pa.string()),  # valid | test
             ("target_item_id", pa.string()),
             ("rank", pa.int64()),  # 0-based full-ranking rank, history excluded, ties pessimistic
+            ("rank_unmasked", pa.int64()),  # the same with the history left in (RecBole's protocol)
         ]
     ),
     "one row per (user, split) of one (domain, variant, seed) run",

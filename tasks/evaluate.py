@@ -7,7 +7,6 @@ from typing import Any
 from prefect import task
 
 from cprec_core.config import Config
-from cprec_core.stages import base_model_dir, cpt_dir
 from tasks.common import cache_key, stage_run
 
 
@@ -17,7 +16,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     from cprec_core.evaluate import evaluate_run
 
     with stage_run("evaluate", cfg) as run:
-        summary = evaluate_run(cfg, cpt_dir(cfg), base_model_dir(cfg), progress=run.progress)
+        summary = evaluate_run(cfg)
         for domain, table in summary["tables"].items():
             run.publish(f"metrics-{domain}", table, f"{domain}: test metrics per variant, mean ± std")
             run.publish(f"significance-{domain}", summary["significance"][domain], f"{domain}: paired tests")

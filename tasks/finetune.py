@@ -13,10 +13,12 @@ from tasks.common import cache_key, stage_run
 
 @task(name="finetune", cache_key_fn=cache_key("finetune"), persist_result=True)
 def finetune(cfg: Config) -> dict[str, Any]:
-    """Train cpt/base/zero-shot/popularity/SASRec per downstream domain and seed."""
+    """Train every variant (LLM recommenders, zero-shot, popularity, SASRec) per domain and seed."""
     from cprec_core.rec.finetune import finetune_run
 
     with stage_run("finetune", cfg) as run:
-        summary = finetune_run(cfg, cpt_dir(cfg), base_model_dir(cfg), progress=run.progress)
-        run.summary({k: v for k, v in summary.items() if k != "runs"}, "Fine-tuning")
+        summary = finetune_run(
+            cfg, cpt_dir(cfg), base_model_dir(cfg), progress=run.progress, report=run.logger.info
+        )
+        run.summary({k: v for k, v in summary.items() if k not in ("runs", "selection")}, "Fine-tuning")
     return summary

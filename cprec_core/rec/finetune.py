@@ -2,71 +2,77 @@
 (PAPER.md §5; DESIGN.md step 6).
 
 Reads silver.events + silver.items of each downstream domain, the CPT checkpoint and the base
-model. Writes, per (domain, variant, seed), `<root>/models/rec/<run>/<domain>/<variant>/seed=<s>/`
-(atomically, with a manifest): `ranks/` (REC_RANKS: valid and test rank of every user),
-`results.json` (data counts, training curve, best epoch, mean metrics) and, for trained
-variants, `model.safetensors` (user model + adapter, without the frozen LLM embeddings, which
-are cached separately by cprec_core.rec.item_encoder). A run whose key (config, data, model
-fingerprints, code version) is unchanged is reused, not retrained.
+model. Writes `<root>/models/rec/<run>/`: per (domain, variant, seed) a run directory
+`<domain>/<variant>/[<choice>/]seed=<s>/` (atomically, with a manifest) holding `ranks/`
+(REC_RANKS: valid and test rank of every user, history masked and unmasked), `results.json` (data
+counts, training curve, best epoch, seconds per epoch, mean metrics) and, for trained variants,
+`model.safetensors` (the weights that trained: user model, adapter, id vectors and, in the encoder
+modes that train it, the LLM's trained weights) plus, in `lora` mode, `lora/` (the adapters in
+peft's format). At the top, `runs.json` lists the runs the evaluate stage reads, and each
+(domain, variant) with a `finetune.select` grid gets `selection.json`. A run whose key (config,
+data, checkpoint fingerprint, code version) is unchanged is reused; a killed run resumes from its
+last epoch (cprec_core.rec.resume; checkpoints under `.work/`).
 
-Variants:
-- `cpt`  / `base`: frozen item embeddings from the CPT / base LLM, standardised per dimension over
-  the domain's catalogue (item_encoder.standardize) + adapter + causal transformer user model,
-  InfoNCE with in-batch and sampled negatives; identical hyperparameters and budget.
-- `zero-shot`: the CPT LLM's (standardised) item embeddings, no training (cprec_core.rec.zero_shot).
+Variants (finetune.variants):
+- `cpt` / `base` (optionally `-frozen`, `-full`, `-lora`, `-top`: the encoder mode, else
+  finetune.encoder_mode): the LLM recommender on the CPT / base checkpoint
+  (cprec_core.rec.build); identical hyperparameters and budget; InfoNCE with in-batch and sampled
+  negatives.
+- `zero-shot` / `zero-shot-base`: the CPT / base checkpoint's standardised frozen item embeddings,
+  no training (cprec_core.rec.zero_shot).
 - `popularity`: train-split counts. `sasrec`: id embeddings, full softmax (cprec_core.rec.baselines).
-Every trained variant sees each user's train sequence with every position a target, and stops
-early on valid NDCG@10 (full ranking); the test split is ranked once, with the best weights.
+Every trained variant trains to patience (finetune.patience epochs without a better valid NDCG@10,
+at most finetune.max_epochs); the test split is ranked once, with the best weights. Design
+choices in finetune.select are picked per (domain, variant) on valid NDCG@10 with the first seed
+(`select_on_valid`); test metrics play no part in it.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import random
+import shutil
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
-from rich.progress import track
 from safetensors.torch import save_file
 
 from cprec_core.artifacts import (
     ArtifactError,
     atomic_dir,
+    atomic_write_text,
     code_version,
     config_hash,
     finish_manifest,
     verify,
     write_table,
 )
-from cprec_core.config import Config, FinetuneConfig
+from cprec_core.config import Config, check_variant
 from cprec_core.locks import holds_run_lock
 from cprec_core.metrics import mean_metrics
 from cprec_core.prompts import item_text
-from cprec_core.rec.baselines import build_sasrec, popularity_score_fn
-from cprec_core.rec.data import DomainData, DomainDataError, left_pad, load_domain
-from cprec_core.rec.item_encoder import (
-    TextItemEncoder,
-    check_encoder_mode,
-    checkpoint_fingerprint,
-    item_embeddings,
-    standardize,
-)
-from cprec_core.rec.ranking import ScoreFn, model_score_fn, rank_users
-from cprec_core.rec.user_model import SequenceRecommender, full_softmax_loss, infonce_loss
+from cprec_core.rec.baselines import popularity_score_fn
+from cprec_core.rec.build import build_recommender
+from cprec_core.rec.data import DomainData, load_domain
+from cprec_core.rec.item_encoder import checkpoint_fingerprint, item_embeddings, standardize
+from cprec_core.rec.ranking import ScoreFn, model_score_fn, rank_users_both
+from cprec_core.rec.train import Loss, train_model, trainable_state
 from cprec_core.rec.zero_shot import zero_shot_score_fn
 from cprec_core.schema import REC_RANKS, SILVER_EVENTS, SILVER_ITEMS
 
-VARIANTS = ("cpt", "base", "zero-shot", "popularity", "sasrec")
-LLM_VARIANTS = {"cpt": "cpt", "base": "base", "zero-shot": "cpt"}  # variant -> which LLM encodes items
-EARLY_STOP_METRIC = "NDCG@10"
-GRAD_CLIP = 1.0  # global norm; a common safe value for small transformers (SASRec/HLLM use 1.0 or none)
+ZERO_SHOT = {"zero-shot": "cpt", "zero-shot-base": "base"}  # variant -> which checkpoint's embeddings
+SELECT_METRIC = "NDCG@10"
+# The keys a choice in finetune.select can change for each kind of variant (others are skipped).
+SASREC_CHOICES = {"lr", "dropout"}
+FROZEN_CHOICES = {"item_pooling", "lr", "item_id_embedding", "temperature", "dropout"}
+TRAINED_LLM_ONLY = {"llm_lr", "train_top_layers"}
 
 
 def seed_everything(seed: int) -> None:
@@ -85,12 +91,30 @@ def rec_dir(cfg: Config) -> Path:
     return cfg.root / "models" / "rec" / cfg.name
 
 
-def run_dir(cfg: Config, domain: str, variant: str, seed: int) -> Path:
-    return rec_dir(cfg) / domain / variant / f"seed={seed}"
+def choice_label(choice: dict[str, Any]) -> str:
+    """A directory name for a set of finetune overrides, e.g. 'item_pooling=mean,lr=0.001'."""
+    return ",".join(
+        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(choice.items())
+    )
 
 
-def _model_dir(variant: str, cpt_dir: Path | None, base_dir: Path | None) -> Path:
-    which = LLM_VARIANTS[variant]
+def run_dir(cfg: Config, domain: str, variant: str, seed: int, choice: dict[str, Any] | None = None) -> Path:
+    label = choice_label(choice or {})
+    base = rec_dir(cfg) / domain / variant
+    return (base / label if label else base) / f"seed={seed}"
+
+
+def checkpoint_of(variant: str) -> str | None:
+    """Which LLM checkpoint a variant reads: 'cpt', 'base', or None (popularity, sasrec)."""
+    if variant in ZERO_SHOT:
+        return ZERO_SHOT[variant]
+    return variant.split("-")[0] if variant.split("-")[0] in ("cpt", "base") else None
+
+
+def _model_dir(variant: str, cpt_dir: Path | None, base_dir: Path | None) -> Path | None:
+    which = checkpoint_of(variant)
+    if which is None:
+        return None
     path = cpt_dir if which == "cpt" else base_dir
     if path is None:
         raise ValueError(f"variant {variant!r} needs the {which} model directory, got None")
@@ -111,9 +135,10 @@ def _model_fingerprint(model_dir: Path) -> str:
 def run_key(
     cfg: Config, domain: str, variant: str, seed: int, cpt_dir: Path | None, base_dir: Path | None
 ) -> str:
-    """What a run's result depends on: config, silver data, the LLM it encodes with, code version."""
+    """What a run's result depends on: config, silver data, the LLM it reads, code version
+    (not which other variants run, nor the selection grid)."""
     parts: dict[str, Any] = {
-        "finetune": cfg.finetune.model_dump(mode="json"),
+        "finetune": cfg.finetune.model_dump(mode="json", exclude={"variants", "select"}),
         "max_title_chars": cfg.corpus.max_title_chars,
         "domain": domain,
         "variant": variant,
@@ -122,92 +147,20 @@ def run_key(
         "items": verify(SILVER_ITEMS.path(cfg.root)).fingerprint,
         "code": code_version(),
     }
-    if variant in LLM_VARIANTS:
-        parts["llm"] = _model_fingerprint(_model_dir(variant, cpt_dir, base_dir))
+    model_dir = _model_dir(variant, cpt_dir, base_dir)
+    if model_dir is not None:
+        parts["llm"] = _model_fingerprint(model_dir)
     return config_hash(parts)
 
 
-def training_arrays(data: DomainData, max_seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Whole train sequences, every position a target: inputs [N, L] (pad = n_items), targets [N, L]
-    (pad = -1), from the last max_seq_len + 1 train items of each user with >= 2 of them."""
-    seqs = [s[-(max_seq_len + 1) :] for s in data.train if len(s) >= 2]
-    if not seqs:
-        raise DomainDataError(f"domain {data.domain}: no user has >= 2 train events, nothing to train on")
-    inputs = left_pad([s[:-1] for s in seqs], max_seq_len, data.n_items)
-    targets = left_pad([s[1:] for s in seqs], max_seq_len, -1)
-    return inputs, targets
-
-
-def train_model(
-    model: SequenceRecommender,
-    data: DomainData,
-    cfg: FinetuneConfig,
-    loss: Literal["infonce", "full_softmax"],
-    seed: int,
-    device: torch.device,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """AdamW on next-item prediction; early stopping on valid NDCG@10; leaves the best weights loaded.
-
-    Returns {"curve": [{epoch, train_loss, valid NDCG@10, valid Recall@10}], "best_epoch", "epochs_run"}.
-    """
-    inputs, targets = training_arrays(data, cfg.max_seq_len)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model.to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    best, best_epoch, bad, best_state = -1.0, 0, 0, copy.deepcopy(model.state_dict())
-    curve: list[dict[str, float]] = []
-    epochs = track(range(1, cfg.max_epochs + 1), f"train {data.domain}", disable=not progress)
-    for epoch in epochs:
-        model.train()
-        order = rng.permutation(len(inputs))
-        total, n_batches = 0.0, 0
-        for lo in range(0, len(order), cfg.batch_size):
-            idx = order[lo : lo + cfg.batch_size]
-            x = torch.from_numpy(inputs[idx]).to(device)
-            y = torch.from_numpy(targets[idx]).to(device)
-            keep = y >= 0
-            preds, tgt = model(x)[keep], y[keep]
-            if loss == "infonce":
-                value = infonce_loss(model, preds, tgt, cfg.num_negatives, gen)
-            elif loss == "full_softmax":
-                value = full_softmax_loss(model, preds, tgt)
-            else:
-                raise ValueError(f"loss {loss!r}: expected 'infonce' or 'full_softmax'")
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            opt.step()
-            total += value.item()
-            n_batches += 1
-        valid = mean_metrics(rank_users(model_score_fn(model, cfg.max_seq_len, device), data, "valid"), [10])
-        curve.append(
-            {
-                "epoch": epoch,
-                "train_loss": total / n_batches,
-                "valid_NDCG@10": valid["NDCG@10"],
-                "valid_Recall@10": valid["Recall@10"],
-            }
-        )
-        if valid[EARLY_STOP_METRIC] > best:
-            best, best_epoch, bad = valid[EARLY_STOP_METRIC], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
-    return {"curve": curve, "best_epoch": best_epoch, "epochs_run": len(curve)}
-
-
-def _ranks_table(data: DomainData, ranks: dict[str, np.ndarray]) -> pa.Table:
-    cols: dict[str, list] = {"user_id": [], "split": [], "target_item_id": [], "rank": []}
-    for split, r in ranks.items():
+def _ranks_table(data: DomainData, ranks: dict[str, tuple[np.ndarray, np.ndarray]]) -> pa.Table:
+    cols: dict[str, list] = {name: [] for name in REC_RANKS.schema.names}
+    for split, (masked, unmasked) in ranks.items():
         cols["user_id"] += data.user_ids
         cols["split"] += [split] * data.n_users
         cols["target_item_id"] += [data.item_ids[i] for i in data.target(split)]
-        cols["rank"] += r.tolist()
+        cols["rank"] += masked.tolist()
+        cols["rank_unmasked"] += unmasked.tolist()
     return pa.table(cols, schema=REC_RANKS.schema)
 
 
@@ -220,17 +173,21 @@ def finetune_variant(
     base_dir: Path | None,
     out_dir: Path,
     progress: bool = False,
+    report: Callable[[str], None] | None = None,
+    stop_after_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Build/train one variant on one domain with one seed; rank valid and test users; save.
 
     Returns the content of results.json plus "out_dir" (the run directory; its REC_RANKS table
     holds every user's valid and test rank: cprec_core.artifacts.read_table(REC_RANKS, out_dir)).
+    `stop_after_epochs` stops a trained variant after that epoch's checkpoint (to test resuming).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"finetune.variants: unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
-    if variant in ("cpt", "base"):
-        check_encoder_mode(cfg.finetune)
+    try:
+        check_variant(variant)
+    except ValueError as e:
+        raise ValueError(f"finetune.variants: {e}") from None
     key = run_key(cfg, domain, variant, seed, cpt_dir, base_dir)
+    model_dir = _model_dir(variant, cpt_dir, base_dir)
     fcfg = cfg.finetune
     data = load_domain(cfg.root, domain)
     seed_everything(seed)
@@ -246,44 +203,51 @@ def finetune_variant(
         "curve": [],
         "best_epoch": None,
         "epochs_run": 0,
+        "max_epochs": fcfg.max_epochs,
+        "seconds_per_epoch": None,
         "trainable_params": 0,
     }
-    model: SequenceRecommender | None = None
+    model = None
     score_fn: ScoreFn
-    if variant in LLM_VARIANTS:
-        model_dir = _model_dir(variant, cpt_dir, base_dir)
+    if variant in ZERO_SHOT:
         texts = data.texts(lambda t, c: item_text(t, c, cfg.corpus.max_title_chars))
         emb = standardize(
             item_embeddings(model_dir, texts, fcfg, cfg.root / "cache" / "item_emb", device, progress)
         )
         results["item_encoder"] = {"model_dir": str(model_dir), "llm_hidden": emb.shape[1]}
-    if variant == "zero-shot":
         score_fn = zero_shot_score_fn(emb, fcfg.max_seq_len)
     elif variant == "popularity":
         score_fn = popularity_score_fn(data)
     else:
-        if variant == "sasrec":
-            model = build_sasrec(data.n_items, fcfg)
-        else:
-            model = SequenceRecommender(TextItemEncoder(emb, fcfg.hidden_size), data.n_items, fcfg, "cosine")
+        model, info = build_recommender(cfg, data, variant, model_dir, device, progress)
+        if info:
+            results["item_encoder"] = info
         results["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        loss: Literal["infonce", "full_softmax"] = "full_softmax" if variant == "sasrec" else "infonce"
-        results.update(train_model(model, data, fcfg, loss, seed, device, progress))
+        loss: Loss = "full_softmax" if variant == "sasrec" else "infonce"
+        work = rec_dir(cfg) / ".work" / domain / variant / f"seed={seed}-{key}"
+        results.update(
+            train_model(model, data, fcfg, loss, seed, device, work, progress, report, stop_after_epochs)
+        )
         score_fn = model_score_fn(model, fcfg.max_seq_len, device)
-    ranks = {split: rank_users(score_fn, data, split) for split in ("valid", "test")}
+    ranks = {split: rank_users_both(score_fn, data, split) for split in ("valid", "test")}
     results["seconds"] = round(time.perf_counter() - started, 3)
-    for split, r in ranks.items():
-        results[split] = mean_metrics(r, cfg.evaluate.ks)
+    for split, (masked, unmasked) in ranks.items():
+        results[split] = mean_metrics(masked, cfg.evaluate.ks)
+        results[f"{split}_unmasked"] = mean_metrics(unmasked, cfg.evaluate.ks)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         write_table(REC_RANKS, tmp, _ranks_table(data, ranks))
         if model is not None:
             save_file(
-                {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                tmp / "model.safetensors",
+                {k: v.contiguous() for k, v in trainable_state(model).items()}, tmp / "model.safetensors"
             )
+            llm = getattr(model.items, "llm", None)
+            if llm is not None and llm.mode == "lora":
+                llm.save_adapters(tmp / "lora")
         (tmp / "results.json").write_text(json.dumps(results, indent=2))
         finish_manifest(tmp, "rec.run", 2 * data.n_users, None, key, {"variant": variant, "seed": seed})
+    if model is not None:
+        shutil.rmtree(rec_dir(cfg) / ".work" / domain / variant / f"seed={seed}-{key}", ignore_errors=True)
     return {**results, "out_dir": str(out_dir)}
 
 
@@ -293,35 +257,137 @@ def load_run(out_dir: Path) -> dict[str, Any]:
     return {**json.loads((Path(out_dir) / "results.json").read_text()), "out_dir": str(out_dir)}
 
 
+def choices_for(cfg: Config, variant: str) -> list[dict[str, Any]]:
+    """The distinct finetune.select candidates that can change `variant` ([{}] when none can)."""
+    ft = cfg.finetune
+    mode = ft.variant_mode(variant)
+    if variant == "sasrec":
+        allowed = SASREC_CHOICES
+    elif mode == "frozen":
+        allowed = FROZEN_CHOICES
+    elif mode is not None:
+        allowed = set(ft.select)
+    else:
+        return [{}]  # nothing to train: popularity, zero-shot
+    out: list[dict[str, Any]] = []
+    for cand in ft.candidates():
+        kept = {k: v for k, v in cand.items() if k in allowed}
+        if mode in ("full", "lora"):
+            kept.pop("train_top_layers", None)
+        if mode == "frozen" and kept.get("item_pooling") == "item_token":
+            continue  # a frozen LLM cannot learn the item token
+        if kept not in out:
+            out.append(kept)
+    return out or [{}]
+
+
+def select_on_valid(candidates: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """The choice whose run scored the best valid NDCG@10 (the first on ties); reads `valid` only."""
+    best = max(range(len(candidates)), key=lambda i: (candidates[i][1]["valid"][SELECT_METRIC], -i))
+    return candidates[best][0]
+
+
+def with_choice(cfg: Config, choice: dict[str, Any]) -> Config:
+    """`cfg` with finetune overrides applied (validated)."""
+    if not choice:
+        return cfg
+    return cfg.model_copy(
+        update={"finetune": cfg.finetune.model_validate({**cfg.finetune.model_dump(), **choice})}
+    )
+
+
 @holds_run_lock
 def finetune_run(
-    cfg: Config, cpt_dir: Path | None, base_dir: Path | None, progress: bool = False
+    cfg: Config,
+    cpt_dir: Path | None,
+    base_dir: Path | None,
+    progress: bool = False,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every (downstream domain, variant, seed) of the config; unchanged runs are reused.
 
-    Writes models/rec/<run>/ (one sub-directory per run, and a top `_manifest.json` over all of
-    them, written last). Returns {"rec_dir", "runs": [results], "reused": n, "trained": n}.
+    With a finetune.select grid, each (domain, variant) first trains every applicable choice with
+    the first seed and keeps the best on valid; the other seeds then run with that choice.
+    Writes models/rec/<run>/ (run directories, selection.json files, runs.json, and a top
+    `_manifest.json` written last). Returns {"rec_dir", "runs": [results of the kept runs],
+    "selection": {domain: {variant: record}}, "reused": n, "trained": n}.
     """
     top = rec_dir(cfg)
     top.mkdir(parents=True, exist_ok=True)
     (top / "_manifest.json").unlink(missing_ok=True)  # the directory is incomplete until the end
-    runs, reused = [], 0
-    plan = [
-        (d, v, s) for d in cfg.domains.downstream for v in cfg.finetune.variants for s in cfg.evaluate.seeds
-    ]
-    for domain, variant, seed in plan:
-        out = run_dir(cfg, domain, variant, seed)
-        key = run_key(cfg, domain, variant, seed, cpt_dir, base_dir)
+    counts = {"reused": 0, "trained": 0}
+
+    def run(domain: str, variant: str, seed: int, choice: dict[str, Any]) -> dict[str, Any]:
+        run_cfg = with_choice(cfg, choice)
+        out = run_dir(cfg, domain, variant, seed, choice)
+        key = run_key(run_cfg, domain, variant, seed, cpt_dir, base_dir)
         try:
             hit = verify(out).config_hash == key
         except ArtifactError:
             hit = False
+        counts["reused" if hit else "trained"] += 1
         if hit:
-            runs.append(load_run(out))
-            reused += 1
+            result = load_run(out)
         else:
-            runs.append(finetune_variant(cfg, domain, variant, seed, cpt_dir, base_dir, out, progress))
-    keys = sorted(f"{r['domain']}/{r['variant']}/{r['seed']}" for r in runs)
-    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-    finish_manifest(top, "rec.runs", len(runs), None, digest, {"runs": keys})
-    return {"rec_dir": str(top), "runs": runs, "reused": reused, "trained": len(runs) - reused}
+            if report is not None:
+                report(f"finetune {domain}/{variant} seed {seed} {choice_label(choice)}".rstrip())
+            result = finetune_variant(
+                run_cfg, domain, variant, seed, cpt_dir, base_dir, out, progress, report
+            )
+        return {**result, "choice": choice}
+
+    runs: list[dict[str, Any]] = []
+    selection: dict[str, dict[str, Any]] = {}
+    for domain in cfg.domains.downstream:
+        for variant in cfg.finetune.variants:
+            choices = choices_for(cfg, variant)
+            chosen = choices[0]
+            if len(choices) > 1:
+                tried = [(c, run(domain, variant, cfg.evaluate.seeds[0], c)) for c in choices]
+                chosen = select_on_valid(tried)
+                record = {
+                    "metric": f"valid {SELECT_METRIC}",
+                    "seed": cfg.evaluate.seeds[0],
+                    "candidates": [{"choice": c, "valid": r["valid"][SELECT_METRIC]} for c, r in tried],
+                    "chosen": chosen,
+                }
+                atomic_write_text(top / domain / variant / "selection.json", json.dumps(record, indent=2))
+                selection.setdefault(domain, {})[variant] = record
+            runs += [run(domain, variant, seed, chosen) for seed in cfg.evaluate.seeds]
+    listing = [
+        {
+            "domain": r["domain"],
+            "variant": r["variant"],
+            "seed": r["seed"],
+            "dir": str(Path(r["out_dir"]).relative_to(top)),
+        }
+        for r in runs
+    ]
+    atomic_write_text(top / "runs.json", json.dumps({"runs": listing, "selection": selection}, indent=2))
+    digest = hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()[:16]
+    finish_manifest(top, "rec.runs", len(runs), None, digest, {"runs": [r["dir"] for r in listing]})
+    return {"rec_dir": str(top), "runs": runs, "selection": selection, **counts}
+
+
+def load_runs(cfg: Config) -> dict[str, Any]:
+    """What the finetune stage kept (runs.json), each run's results verified: the evaluate stage's input.
+
+    Raises ArtifactError when the finetune stage has not finished for this config.
+    """
+    top = rec_dir(cfg)
+    verify(top)
+    listing = json.loads((top / "runs.json").read_text())
+    runs = [load_run(top / r["dir"]) for r in listing["runs"]]
+    want = {
+        (d, v, s) for d in cfg.domains.downstream for v in cfg.finetune.variants for s in cfg.evaluate.seeds
+    }
+    have = {(r["domain"], r["variant"], r["seed"]) for r in runs}
+    if want - have:
+        missing = sorted(want - have)[0]
+        raise ArtifactError(
+            f"{top}: no finetune run for {'/'.join(map(str, missing))}: run the finetune stage first"
+        )
+    return {
+        "runs": [r for r in runs if (r["domain"], r["variant"], r["seed"]) in want],
+        "selection": listing["selection"],
+    }

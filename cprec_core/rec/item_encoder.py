@@ -11,16 +11,15 @@ Text fed to the LLM: "Item: {item_text}" + EOS, where item_text is the corpus st
 (cprec_core.prompts.item_text: "title (category)"), so an item reads exactly as it did in CPT.
 Pooling (finetune.item_pooling): `layers` (default) = the token-mean of every layer's states
 (embedding output, each block, the last after the final norm), averaged over layers; `mean` =
-the token-mean of the last layer only; `last` = the state at the final token (the EOS marker, as
-HLLM's item token). Why `layers`: a frozen decoder's last layer is shaped to predict the next
-token, so after CPT it keeps what predicts behaviour (an item's taste) and drops what tells two
-items apart; the lower layers keep the item's own words. Averaging over depth gives the user
-model both. Measured on the synthetic demo (1,000 items a domain, seed 0, test NDCG@10):
-cpt 0.169 -> 0.178 and base 0.067 -> 0.080 going from `mean` to `layers`.
+the token-mean of the last layer only; `last` = the state at the final token (the EOS marker).
+Why `layers` is worth offering: a frozen decoder's last layer is shaped to predict the next token,
+so after CPT it keeps what predicts behaviour (an item's taste) and drops what tells two items
+apart; the lower layers keep the item's own words. Which pooling serves a domain best is picked
+on valid with finetune.select, never on test.
 
-Encoder modes: `frozen` (embeddings computed once with no_grad; a trainable adapter maps them to
-the user model's width). `lora` / `full` would back-propagate into the LLM; they are not
-implemented and raise NotImplementedError.
+This module is the `frozen` encoder mode: embeddings computed once with no_grad, a trainable
+adapter maps them to the user model's width. The modes that train the LLM itself (`full`,
+`lora`, `top`) are cprec_core.rec.item_llm; both feed `TextItemEncoder`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import torch
 from rich.progress import track
 from safetensors.torch import load, save
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from cprec_core.artifacts import atomic_write_bytes, sha256_file
 from cprec_core.config import FinetuneConfig
@@ -42,15 +41,6 @@ ITEM_PREFIX = "Item: "
 
 class ItemEncoderError(ValueError):
     """A model directory cannot serve as item encoder; the message names the path."""
-
-
-def check_encoder_mode(cfg: FinetuneConfig) -> None:
-    """Fail at start for modes that would need back-propagation through the LLM."""
-    if cfg.encoder_mode != "frozen":
-        raise NotImplementedError(
-            f"finetune.encoder_mode={cfg.encoder_mode!r} is not implemented (it trains the LLM itself, "
-            "a GPU-scale job); use finetune.encoder_mode=frozen (LLM frozen + trainable adapter)"
-        )
 
 
 def checkpoint_fingerprint(model_dir: Path) -> str:
@@ -83,6 +73,33 @@ def _pool(states: tuple[torch.Tensor, ...], mask: torch.Tensor, pooling: str) ->
     return hidden[torch.arange(hidden.shape[0]), last]
 
 
+def load_item_lm(model_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(causal LM, tokenizer) of a checkpoint directory, fp32, with a one-line error naming it."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        lm = AutoModelForCausalLM.from_pretrained(
+            model_dir, local_files_only=True, use_safetensors=True, dtype=torch.float32
+        )
+    except (OSError, ValueError) as e:
+        raise ItemEncoderError(f"{model_dir}: cannot load tokenizer/causal LM: {e}") from None
+    return lm, tokenizer
+
+
+def item_token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: int) -> list[list[int]]:
+    """Token ids of "Item: {text}", cut to `max_tokens` including the closing EOS."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return [
+        tokenizer(ITEM_PREFIX + t, add_special_tokens=True)["input_ids"][: max_tokens - len(eos)] + eos
+        for t in texts
+    ]
+
+
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length and cut into batches: similar lengths share a batch (little padding)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
 def encode_texts(
     model_dir: Path,
@@ -92,24 +109,11 @@ def encode_texts(
     progress: bool = False,
 ) -> torch.Tensor:
     """Frozen LLM embeddings [len(texts), llm_hidden] (float32, on CPU) of "Item: {text}" + EOS."""
-    model_dir = Path(model_dir)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        lm = AutoModelForCausalLM.from_pretrained(
-            model_dir, local_files_only=True, use_safetensors=True, dtype=torch.float32
-        )
-    except (OSError, ValueError) as e:
-        raise ItemEncoderError(f"{model_dir}: cannot load tokenizer/causal LM: {e}") from None
+    lm, tokenizer = load_item_lm(Path(model_dir))
     body = lm.base_model.to(device).eval()  # the decoder without the LM head: no vocab-size logits
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    ids = [
-        tokenizer(ITEM_PREFIX + t, add_special_tokens=True)["input_ids"][: cfg.item_max_tokens - len(eos)]
-        + eos
-        for t in texts
-    ]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
+    ids = item_token_ids(tokenizer, texts, cfg.item_max_tokens)
     out = torch.empty(len(ids), lm.config.hidden_size)
-    batches = [order[i : i + cfg.embed_batch_size] for i in range(0, len(order), cfg.embed_batch_size)]
+    batches = length_batches([len(i) for i in ids], cfg.embed_batch_size)
     for batch in track(batches, f"encode {len(texts)} items", disable=not progress):
         width = max(len(ids[i]) for i in batch)
         x = torch.zeros(len(batch), width, dtype=torch.long)
@@ -160,26 +164,69 @@ def standardize(emb: torch.Tensor) -> torch.Tensor:
 
 
 class TextItemEncoder(nn.Module):
-    """Frozen LLM item embeddings (a non-persistent buffer) + a trainable adapter to `hidden` dims.
+    """Item text embeddings -> a trainable adapter to `hidden` dims (+ optionally a learned id vector).
+
+    `source` is either the frozen LLM table [n_items, d_llm] (a non-persistent buffer: cached apart
+    by `item_embeddings`, never saved with the model) or an `ItemLLM` that trains with the
+    recommender (cprec_core.rec.item_llm). For an ItemLLM, `prepare(idx)` encodes the items a
+    training step touches, once; `forward` and `table` then read those vectors (items not prepared
+    are encoded on demand; switching train/eval mode drops them, as the weights have moved on).
 
     adapter = LayerNorm(d_llm) -> Linear(d_llm, hidden) -> GELU -> Linear(hidden, hidden); the
-    LayerNorm tames the few huge-magnitude dimensions of LLM hidden states.
+    LayerNorm tames the few huge-magnitude dimensions of LLM hidden states. With `id_embedding`,
+    a per-item vector (zero at the start: the model starts as the text-only one) is added to the
+    adapter's output, so the recommender can learn item identity where the data is dense.
     """
 
-    def __init__(self, llm_emb: torch.Tensor, hidden: int) -> None:
+    def __init__(self, source: torch.Tensor | nn.Module, hidden: int, id_embedding: bool = False) -> None:
         super().__init__()
-        self.register_buffer("llm_emb", llm_emb.float(), persistent=False)
-        d = llm_emb.shape[1]
+        if isinstance(source, torch.Tensor):
+            self.register_buffer("llm_emb", source.float(), persistent=False)
+            self.llm: nn.Module | None = None
+            n_items, d = source.shape
+        else:
+            self.llm = source
+            n_items, d = len(source.lengths), source.hidden_size
+        self.n_items = n_items
         self.adapter = nn.Sequential(
             nn.LayerNorm(d), nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, hidden)
         )
+        self.ids: nn.Embedding | None = None
+        if id_embedding:
+            self.ids = nn.Embedding(n_items, hidden)
+            nn.init.zeros_(self.ids.weight)
+        self._pos: torch.Tensor | None = None
+        self._vectors: torch.Tensor | None = None
+
+    def train(self, mode: bool = True) -> TextItemEncoder:
+        self._pos = self._vectors = None
+        return super().train(mode)
+
+    def prepare(self, idx: torch.Tensor) -> None:
+        """Encode the distinct items of `idx` with the trainable LLM (a no-op for a frozen table)."""
+        if self.llm is None:
+            return
+        unique = torch.unique(idx)
+        self._pos = torch.full((self.n_items,), -1, dtype=torch.long, device=unique.device)
+        self._pos[unique] = torch.arange(len(unique), device=unique.device)
+        self._vectors = self.llm.encode(unique)
+
+    def _text(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.llm is None:
+            return self.llm_emb[idx]
+        if self._pos is None or bool((self._pos[idx] < 0).any()):
+            self.prepare(idx)
+        return self._vectors[self._pos[idx]]
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.adapter(self.llm_emb[idx])
+        out = self.adapter(self._text(idx))
+        return out if self.ids is None else out + self.ids(idx)
 
     def table(self) -> torch.Tensor:
         """Embeddings of every item [n_items, hidden]: the same function as `forward`."""
-        return self.adapter(self.llm_emb)
+        if self.llm is None and self.ids is None:
+            return self.adapter(self.llm_emb)
+        return self(torch.arange(self.n_items, device=self.adapter[1].weight.device))
 
 
 class IdItemEncoder(nn.Module):
@@ -189,6 +236,9 @@ class IdItemEncoder(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(n_items, hidden)
         nn.init.normal_(self.emb.weight, std=0.02)
+
+    def prepare(self, idx: torch.Tensor) -> None:
+        """Nothing to encode: ids are looked up."""
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.emb(idx)

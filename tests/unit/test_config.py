@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,31 @@ def test_a_flow_parameter_mapping_takes_overrides_too() -> None:
     assert (cfg.name, cfg.corpus.mix_ratio) == ("arm", 0.0)
     assert mapping["name"] == "m" and mapping["corpus"]["mix_ratio"] != 0  # the caller's mapping is untouched
     assert resolve_config(cfg, ["name=again"]).name == "again"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["finetune.variants=[cpt-top]", "finetune.train_top_layers=5"],
+            "train_top_layers=5 exceeds the base model's 2",
+        ),
+        (["finetune.item_pooling=item_token"], "item_pooling=item_token needs a trained item LLM"),
+        (["finetune.user_model=llm", "finetune.variants=[sasrec]"], "user_model=llm needs an LLM variant"),
+        (["finetune.variants=[cpt-huge]"], "variant 'cpt-huge': expected one of"),
+        (["finetune.select={momentum: [1]}"], "finetune.select.momentum: not selectable"),
+        (
+            ["finetune.select={lr: [0.01, 0]}"],
+            "finetune.select.lr: candidate 0: Input should be greater than 0",
+        ),
+    ],
+)
+def test_finetune_rules_fail_at_load_with_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, ["model.tiny.num_layers=2", *overrides])
+
+
+def test_a_config_may_mix_encoder_modes_per_variant() -> None:
+    cfg = load_config(None, ["finetune.variants=[cpt, base-top, cpt-lora]", "finetune.encoder_mode=full"])
+    assert [cfg.finetune.variant_mode(v) for v in cfg.finetune.variants] == ["full", "top", "lora"]
+    assert cfg.finetune.variant_mode("sasrec") is None

@@ -9,8 +9,9 @@ import pytest
 import torch
 from rec_fixtures import DOMAIN, build_tiny_lm, corpus_texts, tiny_config, write_silver
 
-from cprec_core.artifacts import read_table, verify
+from cprec_core.artifacts import ArtifactError, read_table, verify
 from cprec_core.evaluate import claim_line, evaluate_run, holm, significance, significance_table
+from cprec_core.rec.finetune import finetune_run
 from cprec_core.schema import REPORT_METRICS, REPORT_PER_USER
 
 
@@ -50,7 +51,10 @@ def test_evaluate_run_writes_report_metrics_and_plots(tmp_path: Path) -> None:
     base = build_tiny_lm(tmp_path / "lm" / "base", corpus_texts(), seed=2)
     cfg = tiny_config(tmp_path, max_epochs=2, variants=["cpt", "base", "zero-shot", "popularity"])
     cfg.evaluate.seeds = [0, 1]
-    out = evaluate_run(cfg, cpt, base)
+    with pytest.raises(ArtifactError, match="run the finetune stage first|_manifest.json"):
+        evaluate_run(cfg)  # evaluate reads finetune's runs; it never trains them itself
+    finetune_run(cfg, cpt, base)
+    out = evaluate_run(cfg)
     report = Path(out["report_dir"])
     assert report == tmp_path / "reports" / "t"
     verify(report, deep=True)

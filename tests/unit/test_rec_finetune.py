@@ -1,5 +1,5 @@
-"""cprec_core/rec/finetune.py: the cpt/base user model learns, is deterministic per seed, and
-unchanged runs are reused."""
+"""cprec_core/rec/finetune.py and rec/train.py: the LLM recommender learns, is deterministic per seed,
+reproduces the frozen mode exactly, resumes exactly, selects on valid, and reuses unchanged runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import torch
 from rec_fixtures import DOMAIN, build_tiny_lm, corpus_texts, tiny_config, write_silver
 
 from cprec_core.artifacts import read_table, verify
-from cprec_core.rec.finetune import finetune_run, finetune_variant, run_dir
+from cprec_core.rec.finetune import (
+    choices_for,
+    finetune_run,
+    finetune_variant,
+    load_runs,
+    rec_dir,
+    run_dir,
+    select_on_valid,
+)
+from cprec_core.rec.train import Interrupted
 from cprec_core.schema import REC_RANKS
 
 
@@ -91,5 +100,117 @@ def test_missing_model_dir_and_unknown_variant_fail_clearly(
     cfg = tiny_config(root)
     with pytest.raises(ValueError, match="variant 'base' needs the base model directory"):
         finetune_variant(cfg, DOMAIN, "base", 0, cpt, None, tmp_path / "x")
-    with pytest.raises(ValueError, match="unknown variant 'bpr'"):
+    with pytest.raises(ValueError, match="variant 'bpr': expected one of"):
         finetune_variant(cfg, DOMAIN, "bpr", 0, cpt, None, tmp_path / "x")
+
+
+# Measured on the code before the trained encoder modes existed (commit 3c543a7), same fixture,
+# tiny_config(max_epochs=4, patience=4), seed 0, one thread: frozen + no item ids must give these.
+BEFORE = {
+    "cpt": ([7.059552510579427, 3.487151622772217, 3.032092014948527, 2.653167804082235], 0.7320519065983252),
+    "base": (
+        [7.324691454569499, 3.428191900253296, 3.0447515646616616, 2.6219399770100913],
+        0.6728351577374964,
+    ),
+    "sasrec": ([3.3164518674214682, 2.9091699918111167, 2.589399496714274, 2.269832134246826], 1.0),
+}
+BEFORE_RANK_SUMS = {"cpt": 157, "base": 160, "sasrec": 1}  # over the 80 valid + test ranks
+
+
+@pytest.mark.parametrize("variant", ["cpt", "base", "sasrec"])
+def test_frozen_without_item_ids_reproduces_the_earlier_results(
+    world: tuple[Path, Path, Path], tmp_path: Path, variant: str
+) -> None:
+    root, cpt, base = world
+    cfg = tiny_config(root, max_epochs=4, patience=4)
+    assert cfg.finetune.encoder_mode == "frozen" and not cfg.finetune.item_id_embedding
+    res = finetune_variant(cfg, DOMAIN, variant, 0, cpt, base, tmp_path / variant)
+    losses, test_ndcg = BEFORE[variant]
+    assert [c["train_loss"] for c in res["curve"]] == pytest.approx(losses, rel=1e-6)
+    assert res["test"]["NDCG@10"] == pytest.approx(test_ndcg, rel=1e-9)
+    assert sum(_ranks(res["out_dir"])) == BEFORE_RANK_SUMS[variant]
+
+
+@pytest.mark.parametrize("variant", ["cpt-top", "sasrec"])
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(
+    world: tuple[Path, Path, Path], tmp_path: Path, variant: str
+) -> None:
+    root, cpt, base = world
+    cfg = tiny_config(root, max_epochs=5, patience=5, dropout=0.1, variants=[variant])
+    whole = finetune_variant(cfg, DOMAIN, variant, 0, cpt, base, tmp_path / "whole")
+    with pytest.raises(Interrupted):
+        finetune_variant(cfg, DOMAIN, variant, 0, cpt, base, tmp_path / "resumed", stop_after_epochs=2)
+    work = list((rec_dir(cfg) / ".work" / DOMAIN / variant).glob("seed=0-*/epoch0002"))
+    assert len(work) == 1 and not (tmp_path / "resumed").exists()  # a sealed epoch, no run output yet
+    resumed = finetune_variant(cfg, DOMAIN, variant, 0, cpt, base, tmp_path / "resumed")
+    assert [c["train_loss"] for c in resumed["curve"]] == [c["train_loss"] for c in whole["curve"]]
+    assert _ranks(resumed["out_dir"]) == _ranks(whole["out_dir"])
+    assert not work[0].parent.exists()  # checkpoints are removed once the run is saved
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
+    world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    root, cpt, base = world
+    cfg = tiny_config(root, max_epochs=4, patience=4, variants=["sasrec"])
+    whole = finetune_variant(cfg, DOMAIN, "sasrec", 1, cpt, base, tmp_path / "whole")
+    with pytest.raises(Interrupted):
+        finetune_variant(cfg, DOMAIN, "sasrec", 1, cpt, base, tmp_path / "r", stop_after_epochs=1)
+    (good,) = (rec_dir(cfg) / ".work" / DOMAIN / "sasrec").glob("seed=1-*/epoch0001")
+    import shutil
+
+    shutil.copytree(good, good.with_name("epoch0002"))  # a "newer" checkpoint whose bytes are wrong
+    weights = good.with_name("epoch0002") / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    resumed = finetune_variant(cfg, DOMAIN, "sasrec", 1, cpt, base, tmp_path / "r")
+    assert _ranks(resumed["out_dir"]) == _ranks(whole["out_dir"])
+
+
+def test_selection_reads_valid_only() -> None:
+    class TestIsSecret(dict):
+        def __getitem__(self, key: str) -> object:
+            if key.startswith("test"):
+                raise AssertionError("selection read a test metric")
+            return super().__getitem__(key)
+
+    tried = [
+        ({"item_pooling": "mean"}, TestIsSecret(valid={"NDCG@10": 0.30}, test={"NDCG@10": 0.9})),
+        ({"item_pooling": "layers"}, TestIsSecret(valid={"NDCG@10": 0.35}, test={"NDCG@10": 0.1})),
+        ({"item_pooling": "last"}, TestIsSecret(valid={"NDCG@10": 0.35}, test={"NDCG@10": 0.2})),
+    ]
+    assert select_on_valid(tried) == {"item_pooling": "layers"}  # best valid; the first of a tie
+
+
+def test_choices_apply_per_variant(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        variants=["cpt-top", "cpt-frozen", "sasrec", "popularity"],
+        select={"item_pooling": ["mean", "item_token"], "llm_lr": [1e-4, 1e-3]},
+    )
+    assert len(choices_for(cfg, "cpt-top")) == 4
+    assert choices_for(cfg, "cpt-frozen") == [{"item_pooling": "mean"}]  # no item token, no LLM LR
+    assert choices_for(cfg, "sasrec") == [{}] and choices_for(cfg, "popularity") == [{}]
+
+
+def test_finetune_run_selects_on_valid_then_runs_every_seed_with_the_choice(
+    world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, cpt, base = world
+    write_silver(tmp_path)
+    cfg = tiny_config(
+        tmp_path, max_epochs=2, variants=["cpt-top", "popularity"], select={"item_pooling": ["mean", "last"]}
+    )
+    cfg.evaluate.seeds = [0, 1]
+    out = finetune_run(cfg, cpt, base)
+    record = out["selection"][DOMAIN]["cpt-top"]
+    scores = {c["choice"]["item_pooling"]: c["valid"] for c in record["candidates"]}
+    best = max(scores, key=lambda k: (scores[k], k == "mean"))
+    assert record["chosen"] == {"item_pooling": best}
+    kept = [r for r in out["runs"] if r["variant"] == "cpt-top"]
+    assert [r["seed"] for r in kept] == [0, 1] and all(r["choice"] == record["chosen"] for r in kept)
+    assert out["trained"] == 2 + 1 + 2  # two candidates at seed 0, the choice at seed 1, popularity x 2
+    listed = load_runs(cfg)
+    assert sorted((r["variant"], r["seed"]) for r in listed["runs"]) == sorted(
+        (r["variant"], r["seed"]) for r in out["runs"]
+    )
+    assert finetune_run(cfg, cpt, base)["trained"] == 0

@@ -11,7 +11,6 @@ from rec_fixtures import build_tiny_lm, corpus_texts, tiny_config
 from cprec_core.rec.item_encoder import (
     TextItemEncoder,
     _pool,
-    check_encoder_mode,
     checkpoint_fingerprint,
     encode_texts,
     item_embeddings,
@@ -74,11 +73,18 @@ def test_adapter_maps_to_user_model_width_and_table_equals_forward() -> None:
     assert "llm_emb" not in enc.state_dict()  # the frozen table is cached, not saved with the model
 
 
-def test_lora_and_full_modes_are_refused(tmp_path: Path) -> None:
-    for mode in ("lora", "full"):
-        with pytest.raises(NotImplementedError, match=f"encoder_mode='{mode}' is not implemented"):
-            check_encoder_mode(tiny_config(tmp_path, encoder_mode=mode).finetune)
-    check_encoder_mode(tiny_config(tmp_path).finetune)
+def test_item_ids_start_at_zero_and_add_to_the_text_vector() -> None:
+    emb = torch.randn(5, 32)
+    torch.manual_seed(0)
+    plain = TextItemEncoder(emb, hidden=16)
+    torch.manual_seed(0)
+    with_ids = TextItemEncoder(emb, hidden=16, id_embedding=True)
+    assert torch.equal(plain.table(), with_ids.table())  # zero ids: the text-only model at the start
+    with torch.no_grad():
+        with_ids.ids.weight[3] = 1.0
+    assert torch.allclose(with_ids(torch.tensor([3])), plain(torch.tensor([3])) + 1.0)
+    assert torch.allclose(with_ids.table()[3], plain.table()[3] + 1.0)
+    assert "ids.weight" in with_ids.state_dict() and "llm_emb" not in with_ids.state_dict()
 
 
 def test_standardize_gives_zero_mean_unit_std_per_dimension_and_removes_the_common_direction() -> None:
