@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench base-model realdata clean
+.PHONY: install demo test test-fast lint bench base-model realdata finetune-modes gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ realdata: $(STAMP) $(REALDATA_NEEDS_$(SCALE))  ## the real-data experiment → R
 	@test -n "$(REALDATA_CONFIG_$(SCALE))" || { echo "SCALE=$(SCALE): expected tiny or smol"; exit 2; }
 	$(BIN)/cprec prepare-realdata --out var/raw/realdata
 	$(BIN)/cprec experiment --config $(REALDATA_CONFIG_$(SCALE))
+
+gpu-check: $(STAMP) $(SMOLLM2)/config.json  ## on one GPU, < 8 min: SmolLM2 CPT ZeRO-2/3 bf16 + one full fine-tuning epoch
+	$(BIN)/cprec prepare-realdata --out var/raw/realdata
+	$(BIN)/python -m bench.gpu_check --out var/gpu-check
 
 clean:
 	rm -rf var

@@ -5,10 +5,11 @@ Reads `bronze.interactions` and `bronze.items`; writes `silver.items`, `silver.e
 and all-domain mixed sequences) and the leave-one-out split of §6.
 
 All the work runs in DuckDB, out of core, on the files in sql/ (read `ls sql/` as the DAG):
-dedupe → items with usable text → iterative k-core → chronological sequences with their split →
-item catalogue → mixed train sequences → per-step counts. Python only orders the SQL files, loops
-the k-core pass to its fixed point and streams the final tables, sorted by their keys, into the
-artifact writers (so two runs write byte-identical files).
+dedupe → per-domain user sample (optional) → items with usable text → iterative k-core →
+chronological sequences with their split → item catalogue → mixed train sequences → per-step
+counts. Python only orders the SQL files, loops the k-core pass to its fixed point and streams the
+final tables, sorted by their keys, into the artifact writers (so two runs write byte-identical
+files).
 """
 
 from __future__ import annotations
@@ -40,7 +41,14 @@ from cprec_core.schema import (
 BATCH_ROWS = 128 * 1024  # rows per streamed Arrow batch (= the writer's row group): bounds memory
 
 # sql/ files in DAG order around the k-core loop (41_int_kcore_step, repeated to its fixed point).
-CLEANING = ("10_stg_interactions", "11_stg_items", "20_int_dedup", "30_int_events_text", "40_int_kcore")
+CLEANING = (
+    "10_stg_interactions",
+    "11_stg_items",
+    "20_int_dedup",
+    "25_int_user_sample",
+    "30_int_events_text",
+    "40_int_kcore",
+)
 FACTS = ("50_fct_events", "51_fct_items", "60_fct_mixed", "70_fct_stats")
 
 # Final tables of sql/ and the artifact each becomes.
@@ -82,6 +90,8 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
         "k": b.k_core,
         "min_title_chars": b.min_title_chars,
         "min_sequence_len": b.min_sequence_len,
+        "sample_domains": list(b.user_fraction),
+        "sample_fractions": [float(f) for f in b.user_fraction.values()],
     }
     inputs = {a.name: read_manifest(a, root).fingerprint for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS)}
     cfg_hash = behaviors_config_hash(cfg)
@@ -111,7 +121,7 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
             with timed(name):
                 sql.run(con, name, params)
         counts = _counts(con)
-        dropped = {d: c["dedup"]["n_events"] - c["text"]["n_events"] for d, c in counts.items()}
+        dropped = {d: c["sample"]["n_events"] - c["text"]["n_events"] for d, c in counts.items()}
         extra = {"kcore_iterations": iterations, "dropped_without_text": dropped, "inputs": inputs}
         manifests = {}
         for table, artifact in OUTPUTS:

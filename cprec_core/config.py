@@ -124,7 +124,21 @@ class BehaviorsConfig(Section):
     k_core: int = Field(5, ge=1, description="iterative k-core per domain, on users and items")
     min_title_chars: int = Field(3, ge=1, description="items with shorter titles have no usable text")
     min_sequence_len: int = Field(3, ge=3, description="leave-one-out needs train + valid + test")
+    user_fraction: dict[str, float] = Field(
+        default_factory=dict,
+        description="per domain, keep this share of its users (a fixed hash sample; whole histories): "
+        "sizes a large downstream domain to a CPU budget; unlisted domains keep every user",
+    )
     duckdb: DuckDBConfig = DuckDBConfig()
+
+    @field_validator("user_fraction")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        for domain, f in v.items():
+            check_domain_name(domain)
+            if not 0 < f <= 1:
+                raise ValueError(f"user_fraction of {domain}: {f} must be in (0, 1]")
+        return v
 
 
 class CorpusConfig(Section):
@@ -136,6 +150,19 @@ class CorpusConfig(Section):
     )
     max_title_chars: int = Field(80, ge=8, description="titles are cut to this many characters")
     probe_docs: int = Field(500, ge=0, description="held-out CPT perplexity probe documents (seeded sample)")
+    shuffle_lines: bool = Field(
+        False,
+        description="the token-matched control: the same documents and item lines, the lines shuffled "
+        "across users and documents within each domain (and within the mixed documents): the same text, "
+        "no behaviour order (the probe stays unshuffled)",
+    )
+    max_downstream_overlap: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="fail when more than this share of a downstream domain's item titles also names a "
+        "pretrain item: CPT would have read the unseen domain's catalogue",
+    )
     seed: int = 0
 
     @field_validator("domain_weights")
@@ -187,6 +214,13 @@ class TinyModelConfig(Section):
         0, ge=0, description="steps of general pre-training on item lines in random order; 0 = random init"
     )
     pretrain_lr: float = Field(3e-3, gt=0, description="peak LR of that general pre-training")
+    pretrain_patience: int = Field(
+        0,
+        ge=0,
+        description="stop general pre-training after this many evaluations without a lower held-out "
+        "loss and keep the best weights (a base trained to its plateau); 0 = run every step",
+    )
+    pretrain_eval_every: int = Field(100, ge=1, description="steps between held-out item-line evaluations")
 
 
 class ModelConfig(Section):
@@ -321,11 +355,21 @@ class FinetuneConfig(Section):
         description="what to train and rank: cpt / base = the LLM recommender on the CPT / base checkpoint "
         "in encoder_mode (cpt-top etc. name the mode), zero-shot(-base), popularity, sasrec",
     )
+    domains: list[str] | None = Field(
+        None,
+        description="the downstream domains to fine-tune and evaluate; None = all of domains.downstream",
+    )
     max_seq_len: int = Field(20, ge=2, description="history items the user model reads")
     hidden_size: int = Field(64, ge=8, description="user-model width")
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
+    llm_warmup: bool = Field(
+        True,
+        description="in the encoder modes that train the LLM, first train the recommender with the LLM held "
+        "(read, not trained: the frozen mode's cost) to patience, then train the LLM too, to patience "
+        "(LP-FT, Kumar et al. 2022): the LLM's costly epochs refine a trained recommender",
+    )
     lr: float = Field(1e-3, gt=0, description="AdamW LR of the recommender's own weights")
     llm_lr: float = Field(
         1e-4, gt=0, description="AdamW LR of trained LLM weights: a pretrained LM takes less"
@@ -403,6 +447,19 @@ class EvaluateConfig(Section):
     alpha: float = Field(0.05, gt=0, lt=1)
 
 
+class ExperimentConfig(Section):
+    cpt_seeds: list[int] = Field(
+        default=[0],
+        min_length=1,
+        description="CPT runs per experiment arm: >= 3 say something about CPT as a method",
+    )
+    arm_variants: list[str] = Field(
+        default=["cpt"],
+        min_length=1,
+        description="the cpt variants each ablation arm fine-tunes (a cost knob)",
+    )
+
+
 class OrchestrationConfig(Section):
     refresh_cron: str = Field("0 * * * *", description="corpus-refresh schedule")
     gpu_pool: str | None = Field(None, description="work pool for cpt/finetune; None = run in-process")
@@ -446,6 +503,7 @@ class Config(Section):
     cpt: CPTConfig = CPTConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @model_validator(mode="after")
@@ -460,9 +518,23 @@ class Config(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _finetune_domains_are_downstream(self) -> Config:
+        extra = sorted(set(self.finetune.domains or []) - set(self.domains.downstream))
+        if extra:
+            raise ValueError(f"finetune.domains {extra}: not in domains.downstream {self.domains.downstream}")
+        return self
+
     @property
     def root(self) -> Path:
         return self.paths.root
+
+    @property
+    def eval_domains(self) -> list[str]:
+        """The downstream domains the finetune and evaluate stages work on."""
+        return [
+            d for d in self.domains.downstream if self.finetune.domains is None or d in self.finetune.domains
+        ]
 
     @property
     def all_domains(self) -> list[str]:

@@ -15,6 +15,11 @@ silver.items; writes gold.corpus (partition kind=domain|mixed) and gold.probe.
 - gold.probe: one document per (user, pretrain domain): the user's last `max_items - 1` train items
   and then the valid item as the final line (so at most `max_items` items, like a corpus window), a
   seeded sample of `corpus.probe_docs`; the CPT perplexity probe. The valid event occurs nowhere else.
+- corpus.shuffle_lines (the experiment's token-matched control, `shuffle_lines`): the kept
+  documents' item lines dealt out again at random within each domain and within the mixed
+  documents: the same text and tokens, no behaviour order. gold.probe is never shuffled.
+- Catalogue guard (`catalogue_overlap`): a downstream domain whose item titles also name pretrain
+  items beyond corpus.max_downstream_overlap fails the stage; the overlap is in the statistics.
 Rows are sorted by doc_id, so equal inputs and seed give byte-identical Parquet files.
 """
 
@@ -23,7 +28,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import re
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +46,15 @@ from rich.progress import Progress
 from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_table, write_table
 from cprec_core.config import Config, ConfigError, CorpusConfig
 from cprec_core.locks import holds_run_lock
-from cprec_core.prompts import MIXED_HEADER, domain_header, item_text, mixed_item_text, number_lines
+from cprec_core.prompts import (
+    MIXED_HEADER,
+    domain_header,
+    domain_label,
+    item_text,
+    mixed_item_text,
+    number_lines,
+    split_document,
+)
 from cprec_core.schema import (
     CORPUS_SCHEMA,
     GOLD_CORPUS,
@@ -274,6 +289,49 @@ def _kept_docs(g: _Group) -> pa.Table:
     return pa.concat_tables(parts).sort_by([("doc_id", "ascending")])
 
 
+def shuffle_lines(docs: pa.Table, seed: int, group: str, domain_of_label: dict[str, str]) -> pa.Table:
+    """The token-matched control: every document keeps its header and its number of lines, but the
+    item lines of the whole group (one domain's documents, or the mixed ones) are dealt out again
+    in a seeded random order. The multiset of lines, and so the text and the token budget, stay;
+    which items follow which (the behaviour) is gone. Mixed documents get their `domains` again
+    from the lines they now hold."""
+    parsed = [split_document(t) for t in docs["text"].to_pylist()]
+    pool = [line for _, lines in parsed for line in lines]
+    rng = np.random.default_rng([seed, zlib.crc32(group.encode())])
+    dealt = [pool[i] for i in rng.permutation(len(pool))]
+    texts, domains, at = [], [], 0
+    for header, lines in parsed:
+        mine = dealt[at : at + len(lines)]
+        at += len(lines)
+        texts.append(number_lines(header, mine))
+        if domain_of_label:
+            domains.append(sorted({domain_of_label[line[1 : line.index("] ")]] for line in mine}))
+    docs = docs.set_column(docs.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
+    if domain_of_label:
+        field = CORPUS_SCHEMA.field("domains")
+        docs = docs.set_column(docs.schema.get_field_index("domains"), field, pa.array(domains, field.type))
+    return docs
+
+
+def _title_key(title: str | None) -> str:
+    """A title as compared across catalogues: lower case, letters and digits, single spaces."""
+    return " ".join(re.findall(r"[a-z0-9]+", (title or "").lower()))
+
+
+def catalogue_overlap(
+    items: pa.Table, pretrain: list[str], downstream: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Per downstream domain: its items, and how many of their titles also name a pretrain item."""
+    domains, titles = items["domain"].to_pylist(), items["title"].to_pylist()
+    seen = {_title_key(t) for d, t in zip(domains, titles, strict=True) if d in pretrain} - {""}
+    out: dict[str, dict[str, Any]] = {}
+    for domain in downstream:
+        keys = [_title_key(t) for d, t in zip(domains, titles, strict=True) if d == domain]
+        shared = sum(k in seen for k in keys)
+        out[domain] = {"items": len(keys), "titles_in_pretrain": shared, "share": shared / max(1, len(keys))}
+    return out
+
+
 def _check_weights(c: CorpusConfig, pretrain: list[str]) -> None:
     if isinstance(c.domain_weights, dict):
         unknown = sorted(set(c.domain_weights) - set(pretrain))
@@ -378,6 +436,15 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
         warnings.append(msg)
 
     items = read_table(SILVER_ITEMS, root)
+    overlap = catalogue_overlap(items, pretrain, list(cfg.domains.downstream))
+    for domain, o in overlap.items():
+        if o["share"] > c.max_downstream_overlap:
+            raise CorpusError(
+                f"downstream domain {domain}: {o['titles_in_pretrain']:,} of its {o['items']:,} item titles "
+                f"({o['share']:.1%}) also name items of the pretrain domains {pretrain}, above "
+                f"corpus.max_downstream_overlap={c.max_downstream_overlap}: CPT would read the unseen "
+                "domain's catalogue (choose other domains, or raise the limit knowingly)"
+            )
     events = ds.dataset(parquet_files(SILVER_EVENTS, root), schema=SILVER_EVENTS.schema, format="parquet")
     mixed_ds = ds.dataset(parquet_files(SILVER_MIXED, root), schema=SILVER_MIXED.schema, format="parquet")
     stray = sorted(set(mixed_ds.to_table(columns=["domain"])["domain"].unique().to_pylist()) - set(pretrain))
@@ -425,11 +492,20 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
                 f"{stats['documents_available']['mixed']} (pretrain domains {pretrain})"
             )
         probe = _write_probe(cfg, probes)
-        stats.update(probe_documents=probe.rows, warnings=warnings)
+        stats.update(
+            probe_documents=probe.rows,
+            warnings=warnings,
+            shuffled_lines=c.shuffle_lines,
+            catalogue_overlap=overlap,
+        )
         bar.update(task, description="corpus: write")
+        labels = {domain_label(d): d for d in pretrain}
         with DatasetWriter(GOLD_CORPUS, root, config_hash(c, cfg.domains)) as writer:
             for g in [*domain_groups, mixed]:
-                writer.write(_kept_docs(g))
+                docs = _kept_docs(g)
+                if c.shuffle_lines:
+                    docs = shuffle_lines(docs, c.seed, g.name, labels if g.kind == "mixed" else {})
+                writer.write(docs)
             writer.extra.update(stats)
         bar.advance(task)
     assert writer.manifest is not None

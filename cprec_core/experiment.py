@@ -1,17 +1,23 @@
-"""The experiment: the paper's claims (PAPER.md, "Claims to check") measured in one run.
+"""The experiment: the paper's claims (PAPER.md, "Claims to check") measured with controls and
+replication, in one run of pipeline runs, then one report and `claims.json`.
 
-An experiment is three pipeline runs ("arms") of one config, then a combined report:
-- `main`: every stage on the config as given (variants cpt, base, zero-shot, popularity, sasrec).
-- `domain-only`: CPT on a corpus without mixed sequences (corpus.mix_ratio=0): Claim 2.
-- `cosine`: CPT with a plain cosine schedule instead of WSA (cpt.schedule.kind=cosine): Claim 3.
-An ablation arm changes that one setting and nothing else: it starts CPT from the main arm's base
-model (model.path: the same weights and tokenizer), keeps the token budget, fine-tuning and
-seeds, fine-tunes only `cpt`, and has its own run root (<root>/ablations/<arm>) and run name
-(<name>-<arm>), so no artifact is shared or overwritten.
+Arms (each changes one setting against `main`, starts CPT from main's base model, keeps the token
+budget, the fine-tuning and the seeds):
+- `main`: the config as given.
+- `shuffled`: the token-matched control (corpus.shuffle_lines): the same corpus lines, tokens,
+  steps and schedule, the behaviour order destroyed. cpt vs cpt-shuffled separates behaviour
+  knowledge from "more training on item text" (Claim 1's control).
+- `domain-only`: no all-domain mixed sequences (corpus.mix_ratio=0): Claim 2.
+- `cosine`: a cosine LR schedule instead of WSA (cpt.schedule.kind=cosine): Claim 3.
+Replication: every arm runs CPT once per experiment.cpt_seeds; CPT seed k is fine-tuned with
+fine-tuning seed k. The variants that do not depend on CPT (base[-mode], zero-shot-base,
+popularity, sasrec) run once, with every seed of evaluate.seeds. An arm whose corpus differs has
+its own run root (<root>/ablations/<arm>); `cosine` shares main's root (same corpus and blocks),
+its runs told apart by name, as are the CPT seeds (the per-run stages are keyed by run name).
 
-Reads each arm's reports/<name>/ (REPORT_METRICS, REPORT_PER_USER), its gold corpus and packed
-manifests and its CPT summary.json. Writes <root>/reports/<name>-experiment/ atomically:
-`metrics/` and `per_user/` (the ablation arms' cpt renamed `cpt-domain-only` / `cpt-cosine`),
+Reads each run's report (REPORT_METRICS, REPORT_PER_USER), corpus, packed and base-model manifests
+and CPT summary.json. Writes <root>/reports/<name>-experiment/ atomically: `metrics/`,
+`per_user/` (ablation variants renamed cpt-<arm>[-mode]), `claims.json` (cprec_core.claims),
 `plots/metrics_<domain>.png` and `report.md`. Pure library code: the flow is flows/experiment.py.
 """
 
@@ -26,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from cprec_core.artifacts import (
+    ArtifactError,
     atomic_dir,
     code_version,
     config_hash,
@@ -34,20 +41,19 @@ from cprec_core.artifacts import (
     verify,
     write_table,
 )
+from cprec_core.claims import Comparison, compare, summarize, write_claims
 from cprec_core.config import Config
 from cprec_core.evaluate import (
-    REFERENCE,
+    CLAIM_TEXT,
+    PROTOCOLS,
     TEST_NAMES,
-    claim_verdict,
-    holm,
+    claims_table,
     plot_metrics,
-    significance,
-    significance_table,
     summary_table,
+    training_table,
     variant_text,
 )
-from cprec_core.metrics import PairedTest
-from cprec_core.rec.item_encoder import checkpoint_fingerprint
+from cprec_core.rec.finetune import checkpoint_of, load_runs
 from cprec_core.schema import (
     BRONZE_INTERACTIONS,
     GOLD_CORPUS,
@@ -56,67 +62,135 @@ from cprec_core.schema import (
     REPORT_PER_USER,
     SILVER_EVENTS,
 )
-from cprec_core.stages import base_model_dir, cpt_dir, report_dir
+from cprec_core.stages import STAGES, base_model_dir, cpt_dir, report_dir
 
 
 @dataclass(frozen=True)
 class Ablation:
-    """One setting changed against the main arm, and what that tests."""
+    """One setting changed against the main arm, what that tests, and whether its corpus differs."""
 
     override: str
     text: str
     claim: str
+    own_corpus: bool
 
 
 ABLATIONS: dict[str, Ablation] = {
+    "shuffled": Ablation(
+        "corpus.shuffle_lines=true",
+        "CPT on the same corpus lines, tokens, steps and schedule, with the behaviour order destroyed "
+        "(lines shuffled across users and documents), then fine-tuned exactly like cpt: the token-matched "
+        "control.",
+        "1-control",
+        own_corpus=True,
+    ),
     "domain-only": Ablation(
         "corpus.mix_ratio=0",
-        "CPT on domain-only sequences (no all-domain mixed sequences), same token budget, then "
-        "fine-tuned exactly like cpt.",
-        "Claim 2 (mixed sequences add to domain-only sequences)",
+        "CPT on domain-only sequences (no all-domain mixed sequences), same token budget, then fine-tuned "
+        "exactly like cpt.",
+        "2",
+        own_corpus=True,
     ),
     "cosine": Ablation(
         "cpt.schedule.kind=cosine",
         "CPT with a plain cosine learning-rate schedule (same peak LR and warmup) instead of "
         "Warmup-Stable-Annealing, then fine-tuned exactly like cpt.",
-        "Claim 3 (WSA beats a plain cosine schedule for CPT)",
+        "3",
+        own_corpus=False,
     ),
 }
 ARMS = ("main", *ABLATIONS)
-REQUIRED_VARIANTS = ("cpt", "base")
+ARM_CLAIM_TEXT = {
+    "1-control": "CPT's gain is behaviour, not more text: cpt beats the token-matched shuffled control",
+    "2": "Mixed sequences add to domain-only sequences",
+    "3": "WSA beats a plain cosine schedule for CPT",
+}
+DATA_STAGES = ("ingest", "behaviors", "corpus", "pack")
 
 
 class ExperimentError(ValueError):
     """The config cannot serve as an experiment's main arm; the message says which key."""
 
 
-def ablation_variant(arm: str) -> str:
-    """The name an ablation arm's cpt variant has in the combined report."""
-    return f"{REFERENCE}-{arm}"
+@dataclass(frozen=True)
+class PlannedRun:
+    """One pipeline run of the experiment: which arm, with which overrides and stages."""
+
+    arm: str
+    cpt_seed: int | None  # None: the run of the variants that do not depend on CPT
+    overrides: tuple[str, ...] = ()
+    stages: tuple[str, ...] = STAGES
 
 
-def arm_overrides(cfg: Config, arm: str) -> list[str]:
-    """The `--set` overrides that turn the main config into `arm` (none for main)."""
-    if arm == "main":
-        missing = [v for v in REQUIRED_VARIANTS if v not in cfg.finetune.variants]
-        if missing:
-            raise ExperimentError(f"finetune.variants must include {', '.join(missing)} for the claims")
-        if cfg.corpus.mix_ratio == 0:
-            raise ExperimentError("corpus.mix_ratio is 0: the main arm must use mixed sequences (Claim 2)")
-        if cfg.cpt.schedule.kind != "wsa":
-            raise ExperimentError(
-                f"cpt.schedule.kind is {cfg.cpt.schedule.kind!r}: the main arm must use 'wsa' (Claim 3)"
-            )
-        return []
-    if arm not in ABLATIONS:
-        raise ExperimentError(f"arm {arm!r} unknown; arms: {', '.join(ARMS)}")
-    return [
-        f"name={cfg.name}-{arm}",
-        f"paths.root={(cfg.root / 'ablations' / arm).resolve()}",
-        f"model.path={base_model_dir(cfg).resolve()}",
-        f"finetune.variants=[{REFERENCE}]",
-        ABLATIONS[arm].override,
+def arm_variant(variant: str, arm: str) -> str:
+    """The name an ablation arm's variant has in the combined report: cpt[-mode] -> cpt-<arm>[-mode]."""
+    return variant if arm == "main" else f"cpt-{arm}{variant[3:]}"
+
+
+def _cpt_variants(variants: list[str]) -> list[str]:
+    return [v for v in variants if checkpoint_of(v) == "cpt"]
+
+
+def check_main(cfg: Config) -> None:
+    """Refuse a main arm that cannot test the claims, naming the key."""
+    ft = cfg.finetune
+    cpt = [v for v in ft.variants if v.startswith("cpt")]
+    if not cpt or not any("base" + v[3:] in ft.variants for v in cpt):
+        raise ExperimentError(
+            "finetune.variants must include a cpt variant and its base twin (e.g. cpt, base)"
+        )
+    if cfg.corpus.mix_ratio == 0:
+        raise ExperimentError("corpus.mix_ratio is 0: the main arm must use mixed sequences (Claim 2)")
+    if cfg.corpus.shuffle_lines:
+        raise ExperimentError("corpus.shuffle_lines is true: the main arm must keep the behaviour order")
+    if cfg.cpt.schedule.kind != "wsa":
+        raise ExperimentError(
+            f"cpt.schedule.kind is {cfg.cpt.schedule.kind!r}: the main arm must use 'wsa' (Claim 3)"
+        )
+    unknown = [v for v in cfg.experiment.arm_variants if v not in _cpt_variants(ft.variants)]
+    if unknown:
+        raise ExperimentError(
+            f"experiment.arm_variants {unknown}: each must be a cpt variant of finetune.variants"
+        )
+
+
+def plan(cfg: Config, arms: list[str]) -> list[PlannedRun]:
+    """Every pipeline run of the experiment, in the order to run them (main's data stages first)."""
+    check_main(cfg)
+    ex, ft = cfg.experiment, cfg.finetune
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise ExperimentError(f"arms {sorted(unknown)} unknown; arms: {', '.join(ARMS)}")
+    fixed = [v for v in ft.variants if checkpoint_of(v) != "cpt"]
+    runs = [
+        PlannedRun(
+            "main",
+            None,
+            (f"name={cfg.name}-base", f"finetune.variants=[{','.join(fixed)}]"),
+            tuple(s for s in STAGES if s != "cpt"),
+        )
     ]
+    for arm in ["main", *[a for a in ABLATIONS if a in arms]]:
+        variants = _cpt_variants(ft.variants) if arm == "main" else ex.arm_variants
+        for seed in ex.cpt_seeds:
+            overrides = [
+                f"name={run_name(cfg, arm, seed)}",
+                f"cpt.seed={seed}",
+                f"evaluate.seeds=[{seed}]",
+                f"finetune.variants=[{','.join(variants)}]",
+            ]
+            stages: tuple[str, ...] = ("cpt", "finetune", "evaluate")
+            if arm != "main":
+                overrides += [f"model.path={base_model_dir(cfg).resolve()}", ABLATIONS[arm].override]
+                if ABLATIONS[arm].own_corpus:
+                    overrides.append(f"paths.root={(cfg.root / 'ablations' / arm).resolve()}")
+                    stages = STAGES
+            runs.append(PlannedRun(arm, seed, tuple(overrides), stages))
+    return runs
+
+
+def run_name(cfg: Config, arm: str, seed: int) -> str:
+    return f"{cfg.name}-s{seed}" if arm == "main" else f"{cfg.name}-{arm}-s{seed}"
 
 
 def experiment_dir(cfg: Config) -> Path:
@@ -124,204 +198,253 @@ def experiment_dir(cfg: Config) -> Path:
     return cfg.root / "reports" / f"{cfg.name}-experiment"
 
 
-def _arm_tables(arms: dict[str, Config]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every arm's metrics and per-user rows, the ablation arms' cpt renamed.
+Ran = list[tuple[PlannedRun, Config, float]]  # each planned run, its resolved config, its wall seconds
 
-    Raises ExperimentError when an arm's silver events differ from the main arm's: the paired
+
+def combined_tables(runs: Ran) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every run's metrics and per-user rows, ablation variants renamed.
+
+    Raises ExperimentError when a run's silver events differ from the main arm's: the paired
     tests compare the same users on the same held-out items, or nothing.
     """
-    events = {arm: verify(SILVER_EVENTS.path(c.root)).fingerprint for arm, c in arms.items()}
-    differ = [arm for arm, f in events.items() if f != events["main"]]
+    events = [(r, verify(SILVER_EVENTS.path(c.root)).fingerprint) for r, c, _ in runs]
+    reference = next(f for r, f in events if r.arm == "main")
+    differ = sorted({r.arm for r, f in events if f != reference})
     if differ:
         raise ExperimentError(f"arms {', '.join(differ)}: silver.events differ from the main arm's")
     metrics, per_user = [], []
-    for arm, cfg in arms.items():
+    for run, cfg, _ in runs:
         m = read_table(REPORT_METRICS, report_dir(cfg)).to_pandas()
         u = read_table(REPORT_PER_USER, report_dir(cfg)).to_pandas()
-        if arm != "main":
-            m, u = m[m.variant == REFERENCE].copy(), u[u.variant == REFERENCE].copy()
-            m["variant"] = u["variant"] = ablation_variant(arm)
+        if run.arm != "main":
+            m, u = m[m.variant.str.startswith("cpt")].copy(), u[u.variant.str.startswith("cpt")].copy()
+            m["variant"] = m.variant.map(lambda v, a=run.arm: arm_variant(v, a))
+            u["variant"] = u.variant.map(lambda v, a=run.arm: arm_variant(v, a))
         metrics.append(m)
         per_user.append(u)
     return pd.concat(metrics, ignore_index=True), pd.concat(per_user, ignore_index=True)
 
 
-def arm_facts(cfg: Config, seconds: float) -> dict[str, Any]:
-    """What one arm pre-trained on and how CPT went: corpus, tokens, schedule, loss, perplexity."""
+def claim_plan(cfg: Config, arms: list[str]) -> list[tuple[str, str, str, str, str]]:
+    """(claim, text, domain, a, b): Claim 1 and its control, Claims 2 and 3, and zero-shot."""
+    ft, ex = cfg.finetune, cfg.experiment
+    rows = []
+    for d in cfg.eval_domains:
+        for v in _cpt_variants(ft.variants):
+            if v.startswith("cpt") and "base" + v[3:] in ft.variants:
+                rows.append(("1", CLAIM_TEXT["1"], d, v, "base" + v[3:]))
+            for arm in (a for a in ABLATIONS if a in arms):
+                if v in ex.arm_variants:
+                    claim = ABLATIONS[arm].claim
+                    rows.append((claim, ARM_CLAIM_TEXT[claim], d, v, arm_variant(v, arm)))
+        if {"zero-shot", "zero-shot-base"} <= set(ft.variants):
+            rows.append(("zero-shot", CLAIM_TEXT["zero-shot"], d, "zero-shot", "zero-shot-base"))
+    return rows
+
+
+def run_facts(run: PlannedRun, cfg: Config, seconds: float) -> dict[str, Any]:
+    """What one CPT run pre-trained on and how it went: corpus, tokens, schedule, loss, perplexities."""
     corpus = verify(GOLD_CORPUS.path(cfg.root)).extra
     packed = verify(GOLD_PACKED.path(cfg.root)).extra
-    cpt = json.loads((cpt_dir(cfg) / "summary.json").read_text())
-    return {
+    base = verify(base_model_dir(cfg)).extra
+    facts: dict[str, Any] = {
+        "arm": run.arm,
+        "cpt_seed": run.cpt_seed,
         "documents": corpus["documents_total"],
-        "characters": corpus["characters_total"],
         "mix_ratio": corpus["mix_ratio_achieved"],
+        "shuffled": corpus.get("shuffled_lines", False),
         "corpus_tokens": packed["tokens"],
-        "cpt_steps": cpt["steps"],
-        "cpt_tokens": cpt["tokens"],
-        "schedule": cfg.cpt.schedule.kind,
-        "final_loss": cpt["final_loss"],
-        "ppl_before": cpt["probe_perplexity_before"],
-        "ppl_after": cpt["probe_perplexity_after"],
-        "tokens_per_s": cpt["tokens_per_s"],
+        "base_tokens": base.get("pretrain_tokens", 0),
         "seconds": seconds,
     }
+    if run.cpt_seed is not None:
+        cpt = json.loads((cpt_dir(cfg) / "summary.json").read_text())
+        facts |= {
+            "cpt_steps": cpt["steps"],
+            "cpt_tokens": cpt["tokens"],
+            "schedule": cfg.cpt.schedule.kind,
+            "final_loss": cpt["final_loss"],
+            "ppl_all": (cpt["probe_perplexity_before"], cpt["probe_perplexity_after"]),
+            "ppl_item": (cpt.get("probe_target_perplexity_before"), cpt.get("probe_target_perplexity_after")),
+        }
+    return facts
 
 
-def _arms_table(facts: dict[str, dict[str, Any]]) -> str:
+def _ppl(pair: tuple[float | None, float | None]) -> str:
+    before, after = pair
+    return "-" if before is None or after is None else f"{before:.1f} → {after:.1f}"
+
+
+def runs_table(facts: list[dict[str, Any]]) -> str:
     lines = [
-        "| arm | CPT corpus documents | characters | mixed share | corpus tokens | CPT steps | CPT tokens "
-        "| schedule | final loss | probe perplexity before → after | CPT tokens/s "
-        "| arm wall time (cached stages take ~0) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| arm | CPT seed | corpus docs | mixed share | lines shuffled | corpus tokens | base tokens "
+        "| CPT steps | CPT tokens | schedule | final loss | held-out item perplexity | all-token perplexity "
+        "| wall time |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for arm, f in facts.items():
+    for f in facts:
+        if f["cpt_seed"] is None:
+            continue
         lines.append(
-            f"| {arm} | {f['documents']:,} | {f['characters']:,} | {f['mix_ratio']:.3f} | "
-            f"{f['corpus_tokens']:,} | {f['cpt_steps']:,} | {f['cpt_tokens']:,} | {f['schedule']} | "
-            f"{f['final_loss']:.3f} | {f['ppl_before']:.1f} → {f['ppl_after']:.2f} | "
-            f"{f['tokens_per_s']:,.0f} | {f['seconds'] / 60:.1f} min |"
+            f"| {f['arm']} | {f['cpt_seed']} | {f['documents']:,} | {f['mix_ratio']:.3f} | "
+            f"{'yes' if f['shuffled'] else 'no'} | {f['corpus_tokens']:,} | {f['base_tokens']:,} | "
+            f"{f['cpt_steps']:,} | {f['cpt_tokens']:,} | {f['schedule']} | {f['final_loss']:.3f} | "
+            f"{_ppl(f['ppl_item'])} | {_ppl(f['ppl_all'])} | {f['seconds'] / 60:.1f} min |"
         )
     return "\n".join(lines)
 
 
 def seed_table(metrics: pd.DataFrame, domain: str, variants: list[str]) -> str:
-    """Test NDCG@10 of every variant at every seed (Claim 4: is the ordering stable?)."""
-    part = metrics[(metrics.domain == domain) & (metrics.split == "test") & (metrics.metric == "NDCG@10")]
+    """Test NDCG@10 (masked) of every variant at every seed (Claim 4: is the ordering stable?)."""
+    part = metrics[
+        (metrics.domain == domain)
+        & (metrics.split == "test")
+        & (metrics.metric == "NDCG@10")
+        & (metrics.protocol == "masked")
+    ]
     wide = part.pivot_table(index="variant", columns="seed", values="value")
     seeds = list(wide.columns)
     lines = ["| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---:|" * len(seeds)]
     for v in variants:
         if v in wide.index:
-            lines.append(f"| {v} | " + " | ".join(f"{wide.loc[v, s]:.4f}" for s in seeds) + " |")
+            cells = ["-" if pd.isna(wide.loc[v, s]) else f"{wide.loc[v, s]:.4f}" for s in seeds]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def claims(
-    metrics: pd.DataFrame, tests: dict[str, dict[str, PairedTest]], alpha: float
-) -> list[tuple[str, str, str]]:
-    """(claim, evidence, verdict) for PAPER.md's four claims, over every downstream domain."""
-    rows = []
-    checks = [("base", "Claim 1 (CPT then fine-tune beats fine-tune only)")]
-    checks += [(ablation_variant(a), ab.claim) for a, ab in ABLATIONS.items()]
-    for other, claim in checks:
-        for domain, domain_tests in tests.items():
-            if other not in domain_tests:
-                continue
-            t = domain_tests[other]
-            p = holm([x.p_value for x in domain_tests.values()])[list(domain_tests).index(other)]
-            evidence = f"{domain}: {REFERENCE} {t.mean_a:.4f} vs {other} {t.mean_b:.4f}, Holm p = {p:.3g}"
-            rows.append((claim, evidence, claim_verdict(t, p, alpha)))
-    test = metrics[(metrics.split == "test") & (metrics.metric == "NDCG@10")]
-    wide = test.pivot_table(index=["domain", "seed"], columns="variant", values="value")
-    if {REFERENCE, "base"} <= set(wide.columns):
-        wins = int((wide[REFERENCE] > wide["base"]).sum())
-        evidence = f"{REFERENCE} > base NDCG@10 in {wins} of {len(wide)} (domain, seed) pairs"
-        claim1 = [r[2] for r in rows if r[0].startswith("Claim 1")]
-        stable = wins == len(wide) and all(v == "supported" for v in claim1)
-        verdict = "supported" if stable else "not supported"
-        if stable and len(tests) == 1:
-            verdict = "supported across seeds (one downstream domain: not tested across domains)"
-        rows.append(
-            (
-                "Claim 4 (gains are stable across seeds and domains)",
-                evidence,
-                verdict,
-            )
+def summary_rows(summary: list[dict[str, Any]]) -> str:
+    lines = [
+        "| claim | a vs b | evidence (effect [95 % interval] per domain) | verdict |",
+        "|---|---|---|---|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['claim']}. {s['text']} | {s['a']} vs {s['b']} | {s['evidence']} | **{s['verdict']}** |"
         )
-    return rows
-
-
-def _claims_table(rows: list[tuple[str, str, str]]) -> str:
-    lines = ["| claim | evidence (test NDCG@10) | verdict |", "|---|---|---|"]
-    lines += [f"| {c} | {e} | **{v}** |" for c, e, v in rows]
     return "\n".join(lines)
 
 
 def render_experiment(
     cfg: Config,
     variants: list[str],
-    facts: dict[str, dict[str, Any]],
-    claim_rows: list[tuple[str, str, str]],
-    results: dict[str, str],
-    signif: dict[str, str],
-    seeds: dict[str, str],
+    facts: list[dict[str, Any]],
+    comparisons: list[Comparison],
+    summary: list[dict[str, Any]],
+    metrics: pd.DataFrame,
+    trained: list[dict[str, Any]],
 ) -> str:
     """report.md of the experiment: claims first, then how it was run, then every number."""
-    texts = {v: variant_text(v, cfg) for v in variants} | {
-        ablation_variant(a): ab.text for a, ab in ABLATIONS.items()
-    }
     base_dir = base_model_dir(cfg)
+    texts = {
+        v: variant_text(v, cfg)
+        for v in variants
+        if not v.startswith(("cpt-shuffled", "cpt-domain", "cpt-cosine"))
+    }
+    texts |= {arm_variant("cpt", a): ab.text for a, ab in ABLATIONS.items()}
+    budget = next(f for f in facts if f["cpt_seed"] is None)
     out = [
         f"# cprec experiment: `{cfg.name}`",
         "",
         "Does continual pre-training (CPT) of an LLM on behaviour sequences from other domains help it "
-        "recommend in a domain it never saw, and do the paper's two design choices (all-domain mixed "
-        "sequences, the WSA schedule) matter? Verdicts use Holm-adjusted paired p-values "
-        f"(α = {cfg.evaluate.alpha}); 'not supported' includes results that go the other way.",
+        "recommend in domains it never saw, is the gain behaviour knowledge rather than more text, and do "
+        "the "
+        "paper's two design choices (all-domain mixed sequences, the WSA schedule) matter?",
         "",
         "## Claims",
         "",
-        _claims_table(claim_rows),
+        summary_rows(summary),
+        "",
+        "Every comparison (per-user test NDCG@10, history masked; effect with a 95 % cluster-bootstrap "
+        "interval over users and each variant's seeds, CPT seeds for CPT variants; Holm over every row; "
+        "verdict `supported` = interval above 0 and Holm p < "
+        f"{cfg.evaluate.alpha}, `contradicted` = below 0, else `inconclusive`; machine-readable: "
+        "`claims.json`):",
+        "",
+        claims_table(comparisons),
         "",
         "## Setup",
         "",
         f"- Pre-training (CPT) domains: {', '.join(cfg.domains.pretrain)}; downstream, never in CPT: "
         f"{', '.join(cfg.domains.downstream)}.",
-        f"- Base model: `{base_dir}` (fingerprint {checkpoint_fingerprint(base_dir)[:12]}); every arm starts "
-        "CPT from it.",
+        f"- Base model: `{base_dir}`, general pre-training on item lines: {budget['base_tokens']:,} tokens "
+        "(its curve: `pretrain_curve.png` beside the weights); every arm starts CPT from it.",
         f"- Raw interactions: {verify(BRONZE_INTERACTIONS.path(cfg.root)).rows:,} rows, fingerprint "
         f"{verify(BRONZE_INTERACTIONS.path(cfg.root)).fingerprint[:12]}; code {code_version()}.",
-        f"- Fine-tuning: frozen item encoder (`{cfg.finetune.item_pooling}` pooling), at most "
-        f"{cfg.finetune.max_epochs} epochs, patience {cfg.finetune.patience}; seeds {cfg.evaluate.seeds}; "
-        f"full ranking, leave-one-out; paired {TEST_NAMES[cfg.evaluate.test]} over users, Holm's correction "
-        "over all comparisons of a domain in this report (the arms' own reports correct over fewer, so "
-        "their adjusted p-values are smaller).",
-        f"- CPT ran once per arm (cpt.seed {cfg.cpt.seed}): the seeds vary fine-tuning only, so the "
-        "p-values are about these CPT checkpoints, not about CPT runs with other seeds.",
+        f"- CPT seeds {cfg.experiment.cpt_seeds} per arm (CPT seed k fine-tuned with seed k); the variants "
+        f"without CPT with fine-tuning seeds {cfg.evaluate.seeds}.",
+        f"- Fine-tuning: every model to patience ({cfg.finetune.patience} epochs without a better valid "
+        "NDCG@10, "
+        f"at most {cfg.finetune.max_epochs}); design choices picked on valid only "
+        f"(finetune.select: {cfg.finetune.select or 'none'}); full ranking, leave-one-out; paired "
+        f"{TEST_NAMES[cfg.evaluate.test]} over users.",
         "",
-        _arms_table(facts),
+        runs_table(facts),
         "",
         "## What was compared",
         "",
-        *[f"- **{v}**: {texts[v]}" for v in variants],
+        *[f"- **{v}**: {t}" for v, t in texts.items()],
         "",
         "## Results (test split, mean ± std over seeds)",
         "",
     ]
-    for d in cfg.domains.downstream:
-        out += [f"### {d}", "", results[d], "", f"![test metrics](plots/metrics_{d}.png)", ""]
-        out += ["Test NDCG@10 per seed:", "", seeds[d], "", "Paired tests:", "", signif[d], ""]
-    out += [
-        "Each arm's own report (training curves, data counts): "
-        + ", ".join(f"`{a}`" for a in facts)
-        + f" under `{cfg.root}/reports/` and `{cfg.root}/ablations/<arm>/reports/`.",
-    ]
+    for d in cfg.eval_domains:
+        out += [f"### {d}", ""]
+        for protocol in PROTOCOLS:
+            out += [
+                f"History {protocol}:",
+                "",
+                summary_table(metrics, d, variants, cfg.evaluate.ks, protocol),
+                "",
+            ]
+        out += [
+            f"![test metrics](plots/metrics_{d}.png)",
+            "",
+            "Test NDCG@10 per seed:",
+            "",
+            seed_table(metrics, d, variants),
+            "",
+        ]
+    out += ["## Training", "", training_table(trained), ""]
     return "\n".join(out) + "\n"
 
 
-def combine(cfg: Config, arms: dict[str, Config], seconds: dict[str, float]) -> dict[str, Any]:
-    """Merge the arms' reports into <root>/reports/<name>-experiment/ and return its contents.
+def combine(cfg: Config, runs: Ran) -> dict[str, Any]:
+    """Merge the runs' reports into <root>/reports/<name>-experiment/ and return its contents.
 
-    `cfg` is the main arm's config; `arms` maps every arm name in ARMS to its config.
-    Returns {"report_dir", "report_md", "claims": [(claim, evidence, verdict)]}.
+    `cfg` is the main arm's config. Returns {"report_dir", "report_md", "claims", "summary"}.
     """
-    metrics, per_user = _arm_tables(arms)
-    variants = [REFERENCE, *map(ablation_variant, ABLATIONS)]
-    variants += [v for v in cfg.finetune.variants if v != REFERENCE]
-    facts = {arm: arm_facts(c, seconds[arm]) for arm, c in arms.items()}
-    tests = {d: significance(per_user, d, variants, cfg.evaluate.test) for d in cfg.domains.downstream}
-    claim_rows = claims(metrics, tests, cfg.evaluate.alpha)
-    results = {d: summary_table(metrics, d, variants, cfg.evaluate.ks) for d in cfg.domains.downstream}
-    signif = {d: significance_table(tests[d], cfg.evaluate.alpha) for d in cfg.domains.downstream}
-    seeds = {d: seed_table(metrics, d, variants) for d in cfg.domains.downstream}
-    report_md = render_experiment(cfg, variants, facts, claim_rows, results, signif, seeds)
+    arms = sorted({r.arm for r, _, _ in runs})
+    metrics, per_user = combined_tables(runs)
+    present = list(dict.fromkeys(per_user.variant))
+    variants = [v for v in cfg.finetune.variants if v in present] + [
+        v for v in present if v not in cfg.finetune.variants
+    ]
+    comparisons = compare(per_user, claim_plan(cfg, arms), cfg.evaluate.test, cfg.evaluate.alpha)
+    summary = summarize(comparisons, per_user, cfg.eval_domains)
+    facts = [run_facts(r, c, seconds) for r, c, seconds in runs]
+    trained = []
+    for run, c, _ in runs:
+        try:
+            trained += [
+                {**r, "variant": arm_variant(r["variant"], run.arm) if run.arm != "main" else r["variant"]}
+                for r in load_runs(c)["runs"]
+            ]
+        except ArtifactError:
+            continue
+    report_md = render_experiment(cfg, variants, facts, comparisons, summary, metrics, trained)
     out_dir = experiment_dir(cfg)
     with atomic_dir(out_dir) as tmp:
         (tmp / "plots").mkdir()
-        for d in cfg.domains.downstream:
+        for d in cfg.eval_domains:
             plot_metrics(metrics, d, variants, cfg.evaluate.ks, tmp / "plots" / f"metrics_{d}.png")
         write_table(REPORT_METRICS, tmp, pa.Table.from_pandas(metrics, preserve_index=False))
         write_table(REPORT_PER_USER, tmp, pa.Table.from_pandas(per_user, preserve_index=False))
+        write_claims(tmp, comparisons, summary, cfg.evaluate.alpha)
         (tmp / "report.md").write_text(report_md)
-        finish_manifest(tmp, "report.experiment", len(metrics), None, config_hash(*arms.values()))
-    return {"report_dir": str(out_dir), "report_md": report_md, "claims": claim_rows}
+        finish_manifest(tmp, "report.experiment", len(metrics), None, config_hash(*(c for _, c, _ in runs)))
+    return {
+        "report_dir": str(out_dir),
+        "report_md": report_md,
+        "claims": [c.__dict__ for c in comparisons],
+        "summary": summary,
+    }

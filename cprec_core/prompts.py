@@ -96,6 +96,12 @@ def number_lines(header: str, lines: Sequence[str]) -> str:
     return f"{header}\n{body}" if body else header
 
 
+def split_document(text: str) -> tuple[str, list[str]]:
+    """The inverse of `number_lines`: (header, item lines without their numbers)."""
+    header, *numbered = text.split("\n")
+    return header, [line.split(". ", 1)[1] for line in numbered]
+
+
 def render_domain_document(
     domain: str, items: Iterable[tuple[str | None, str | None]], max_title_chars: int
 ) -> str:

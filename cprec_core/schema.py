@@ -157,7 +157,7 @@ SILVER_STATS = Artifact(
     pa.schema(
         [
             ("domain", pa.string()),
-            ("step", pa.string()),  # bronze | dedup | text | kcore | sequences
+            ("step", pa.string()),  # bronze | dedup | sample | text | kcore | sequences
             ("n_users", pa.int64()),
             ("n_items", pa.int64()),
             ("n_events", pa.int64()),
@@ -232,12 +232,13 @@ REPORT_METRICS = Artifact(
             ("variant", pa.string()),
             ("seed", pa.int64()),
             ("split", pa.string()),  # valid | test
+            ("protocol", pa.string()),  # masked (history excluded: ours) | unmasked (RecBole's)
             ("metric", pa.string()),  # Recall@K | NDCG@K | MRR
             ("value", pa.float64()),
         ]
     ),
-    "one row per (domain, variant, seed, split, metric), averaged over users",
-    ("domain", "variant", "seed", "split", "metric"),
+    "one row per (domain, variant, seed, split, protocol, metric), averaged over users",
+    ("domain", "variant", "seed", "split", "protocol", "metric"),
 )
 
 REPORT_PER_USER = Artifact(
@@ -251,6 +252,8 @@ REPORT_PER_USER = Artifact(
             ("user_id", pa.string()),
             ("rank", pa.int64()),
             ("ndcg_at_10", pa.float64()),
+            ("rank_unmasked", pa.int64()),
+            ("ndcg_at_10_unmasked", pa.float64()),
         ]
     ),
     "one row per (domain, variant, seed, user) on the test split",

@@ -56,6 +56,7 @@ class StageSpec:
     inputs: Callable[[Config], list[Path]]
     outputs: Callable[[Config], list[Path]]
     sections: tuple[str, ...]
+    per_run: bool = False  # outputs under the run name (models/cpt/<name>, ...): keyed and stamped by name
 
 
 def _artifacts(*arts) -> Callable[[Config], list[Path]]:
@@ -84,18 +85,26 @@ SPECS: dict[str, StageSpec] = {
         lambda cfg: [GOLD_PACKED.path(cfg.root), GOLD_PROBE.path(cfg.root)],
         lambda cfg: [cpt_dir(cfg)],
         ("cpt", "model"),
+        per_run=True,
     ),
     "finetune": StageSpec(
         "finetune",
-        lambda cfg: [SILVER_EVENTS.path(cfg.root), SILVER_ITEMS.path(cfg.root), cpt_dir(cfg)],
+        lambda cfg: [
+            SILVER_EVENTS.path(cfg.root),
+            SILVER_ITEMS.path(cfg.root),
+            cpt_dir(cfg),
+            base_model_dir(cfg),
+        ],
         lambda cfg: [cfg.root / "models" / "rec" / cfg.name],
-        ("finetune", "domains", "evaluate"),
+        ("finetune", "domains", "evaluate", "corpus"),
+        per_run=True,
     ),
     "evaluate": StageSpec(
         "evaluate",
         lambda cfg: [cfg.root / "models" / "rec" / cfg.name],
         lambda cfg: [report_dir(cfg)],
         ("evaluate", "finetune", "domains"),
+        per_run=True,
     ),
 }
 
@@ -143,8 +152,9 @@ def stage_key(stage: str, cfg: Config) -> str:
     if stage in ("pack", "cpt") and cfg.model.path is not None:
         inputs["model"] = model_stamp(Path(cfg.model.path))
     sections = {s: getattr(cfg, s).model_dump(mode="json") for s in spec.sections}
+    run = {"name": cfg.name} if spec.per_run else {}  # data stages are shared by every run name
     payload = json.dumps(
-        {"stage": stage, "inputs": inputs, "config": sections, "code": code_version(), "name": cfg.name},
+        {"stage": stage, "inputs": inputs, "config": sections, "code": code_version(), **run},
         sort_keys=True,
         default=str,
     )
@@ -152,7 +162,8 @@ def stage_key(stage: str, cfg: Config) -> str:
 
 
 def _stamp_path(stage: str, cfg: Config) -> Path:
-    return cfg.root / "state" / "stages" / f"{stage}.json"
+    stages = cfg.root / "state" / "stages"
+    return (stages / cfg.name if SPECS[stage].per_run else stages) / f"{stage}.json"
 
 
 def _output_fingerprints(stage: str, cfg: Config) -> dict[str, str]:

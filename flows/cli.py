@@ -32,9 +32,16 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. 
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from cprec_core.claims import ClaimsError
     from cprec_core.validate import ValidationFailed
 
-    errors: list[type[BaseException]] = [ConfigError, ArtifactError, ValidationFailed, FileNotFoundError]
+    errors: list[type[BaseException]] = [
+        ConfigError,
+        ArtifactError,
+        ValidationFailed,
+        FileNotFoundError,
+        ClaimsError,
+    ]
     try:
         from cprec_core.ingest.run import IngestError
 
@@ -107,15 +114,18 @@ def print_results(cfg: Config) -> None:
     import pyarrow.compute as pc
 
     from cprec_core.artifacts import read_table
+    from cprec_core.claims import CLAIMS_FILE, read_claims
     from cprec_core.schema import REPORT_METRICS
 
     report_dir = cfg.root / "reports" / cfg.name
     k = 10 if 10 in cfg.evaluate.ks else cfg.evaluate.ks[0]
     names = [m.replace("@K", f"@{k}") for m in RESULT_METRICS]
     metrics = read_table(REPORT_METRICS, report_dir)
-    test = metrics.filter(pc.equal(metrics["split"], "test")).to_pandas()
+    test = metrics.filter(
+        pc.and_(pc.equal(metrics["split"], "test"), pc.equal(metrics["protocol"], "masked"))
+    ).to_pandas()
     stats = test.groupby(["domain", "variant", "metric"])["value"].agg(["mean", "std"]).fillna(0.0)
-    for domain in cfg.domains.downstream:
+    for domain in cfg.eval_domains:
         table = Table(title=f"{domain}: test metrics, mean ± std over seeds {cfg.evaluate.seeds}")
         table.add_column("variant")
         for m in names:
@@ -125,10 +135,23 @@ def print_results(cfg: Config) -> None:
                 cells = [stats.loc[(domain, variant, m)] for m in names]
                 table.add_row(variant, *[f"{c['mean']:.4f} ± {c['std']:.4f}" for c in cells])
         console.print(table)
-    for line in (report_dir / "report.md").read_text().splitlines():
-        if line.startswith("**Claim"):
-            console.print(line.replace("**", ""), highlight=False)
-    console.print(f"full report (p-values, plots, training curves): {report_dir / 'report.md'}")
+    print_claims(read_claims(report_dir / CLAIMS_FILE)["summary"])
+    console.print(f"full report (intervals, p-values, plots, training curves): {report_dir / 'report.md'}")
+
+
+def print_claims(summary: list[dict]) -> None:
+    """The claims' verdicts, read from claims.json."""
+    if not summary:
+        console.print("claims: none testable in this run (no cpt variant with its base twin)")
+        return
+    table = Table(title="claims (test NDCG@10, history masked; claims.json)")
+    for col in ("claim", "a vs b", "evidence", "verdict"):
+        table.add_column(col)
+    for row in summary:
+        table.add_row(
+            f"{row['claim']}. {row['text']}", f"{row['a']} vs {row['b']}", row["evidence"], row["verdict"]
+        )
+    console.print(table)
 
 
 def print_outputs(cfg: Config, results: dict, seconds: float) -> None:
@@ -167,10 +190,10 @@ def demo(
 def experiment(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
-    arms: Annotated[str, typer.Option(help="comma-separated arms: main,domain-only,cosine")] = "all",
+    arms: Annotated[str, typer.Option(help="comma-separated arms: main,shuffled,domain-only,cosine")] = "all",
 ) -> None:
-    """The paper's claims in one run: main arm + domain-only and cosine ablations, combined report."""
-    from cprec_core.experiment import ARMS, ExperimentError, arm_overrides
+    """The paper's claims in one run: every arm at every CPT seed, one report with claims.json."""
+    from cprec_core.experiment import ARMS, ExperimentError, plan
     from flows.experiment import experiment as experiment_flow
 
     cfg = _load(config, overrides)
@@ -178,9 +201,11 @@ def experiment(
     if set(selected) - set(ARMS):
         _fail(f"--arms {arms}: expected 'all' or some of {', '.join(ARMS)}")
     try:
-        arm_overrides(cfg, "main")
+        runs = plan(cfg, ["main", *selected])
     except ExperimentError as e:
         _fail(f"{config or 'default config'}: {e}")
+    arm_names = ", ".join(dict.fromkeys(r.arm for r in runs))
+    console.print(f"experiment '{cfg.name}': {len(runs)} pipeline runs, arms {arm_names}")
     started = time.perf_counter()
     try:
         summary = experiment_flow(
@@ -188,13 +213,9 @@ def experiment(
         )
     except _user_errors() as e:
         _fail(str(e))
-    table = Table(title=f"experiment '{cfg.name}' finished in {(time.perf_counter() - started) / 60:.1f} min")
-    for col in ("claim", "evidence (test NDCG@10)", "verdict"):
-        table.add_column(col)
-    for row in summary["claims"]:
-        table.add_row(*row)
-    console.print(table)
-    console.print(f"full report: {summary['report_dir']}/report.md")
+    console.print(f"experiment '{cfg.name}' finished in {(time.perf_counter() - started) / 60:.1f} min")
+    print_claims(summary["summary"])
+    console.print(f"full report: {summary['report_dir']}/report.md (claims.json beside it)")
 
 
 @app.command("prepare-realdata")

@@ -1,9 +1,9 @@
--- Deduplicated events whose item has usable text.
+-- Deduplicated, sampled events whose item has usable text.
 -- Grain: one row per (domain, user_id, item_id, ts). Key: (domain, user_id, item_id, ts).
 create or replace table int_events_text as
 with
 events as (
-    select domain, user_id, item_id, ts from int_events_dedup
+    select domain, user_id, item_id, ts from int_events_sampled
 ),
 
 usable_items as (

@@ -11,6 +11,10 @@ dedup as (
     select domain, user_id, item_id from int_events_dedup
 ),
 
+sampled as (
+    select domain, user_id, item_id from int_events_sampled
+),
+
 with_text as (
     select domain, user_id, item_id from int_events_text
 ),
@@ -28,7 +32,7 @@ configured as (
 ),
 
 steps as (
-    select step from (values ('bronze'), ('dedup'), ('text'), ('kcore'), ('sequences')) as s (step)
+    select step from (values ('bronze'), ('dedup'), ('sample'), ('text'), ('kcore'), ('sequences')) as s (step)
 ),
 
 counts as (
@@ -38,6 +42,9 @@ counts as (
     union all
     select domain, 'dedup', count(distinct user_id), count(distinct item_id), count(*)
     from dedup group by domain
+    union all
+    select domain, 'sample', count(distinct user_id), count(distinct item_id), count(*)
+    from sampled group by domain
     union all
     select domain, 'text', count(distinct user_id), count(distinct item_id), count(*)
     from with_text group by domain

@@ -21,6 +21,6 @@ def cpt(cfg: Config) -> dict[str, Any]:
     from cprec_core.train.launcher import run_cpt
 
     with stage_run("cpt", cfg) as run:
-        summary = run_cpt(cfg, base_model_dir(cfg), cpt_dir(cfg), progress=run.progress)
+        summary = run_cpt(cfg, base_model_dir(cfg), cpt_dir(cfg), progress=False, report=run.logger.info)
         run.summary(summary, "Continual pre-training")
     return summary

@@ -20,7 +20,7 @@ def pack(cfg: Config) -> dict[str, Any]:
     from cprec_core.tokenize import corpus_texts, pack_corpus
 
     with stage_run("pack", cfg) as run:
-        model_dir = ensure_base_model(cfg, lambda: corpus_texts(cfg))
+        model_dir = ensure_base_model(cfg, lambda: corpus_texts(cfg), run.logger.info)
         summary = pack_corpus(cfg, model_dir, progress=run.progress)
         summary["base_model"] = str(base_model_dir(cfg))
         run.validate(GOLD_PACKED)

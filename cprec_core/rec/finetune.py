@@ -338,7 +338,7 @@ def finetune_run(
 
     runs: list[dict[str, Any]] = []
     selection: dict[str, dict[str, Any]] = {}
-    for domain in cfg.domains.downstream:
+    for domain in cfg.eval_domains:
         for variant in cfg.finetune.variants:
             choices = choices_for(cfg, variant)
             chosen = choices[0]
@@ -378,9 +378,7 @@ def load_runs(cfg: Config) -> dict[str, Any]:
     verify(top)
     listing = json.loads((top / "runs.json").read_text())
     runs = [load_run(top / r["dir"]) for r in listing["runs"]]
-    want = {
-        (d, v, s) for d in cfg.domains.downstream for v in cfg.finetune.variants for s in cfg.evaluate.seeds
-    }
+    want = {(d, v, s) for d in cfg.eval_domains for v in cfg.finetune.variants for s in cfg.evaluate.seeds}
     have = {(r["domain"], r["variant"], r["seed"]) for r in runs}
     if want - have:
         missing = sorted(want - have)[0]

@@ -197,14 +197,34 @@ class TextItemEncoder(nn.Module):
             nn.init.zeros_(self.ids.weight)
         self._pos: torch.Tensor | None = None
         self._vectors: torch.Tensor | None = None
+        self._still: torch.Tensor | None = None  # the ItemLLM's catalogue while `hold_llm` is set
 
     def train(self, mode: bool = True) -> TextItemEncoder:
         self._pos = self._vectors = None
         return super().train(mode)
 
+    def hold_llm(self, hold: bool) -> None:
+        """While held, the ItemLLM is read, not trained: its whole catalogue is encoded once with no
+        gradient and reused by every step (the cost of the frozen mode). Releasing it trains it again."""
+        if self.llm is None:
+            return
+        self._still = None
+        if hold:
+            was = self.llm.training
+            self.llm.eval()
+            with torch.no_grad():
+                self._still = self.llm.encode(
+                    torch.arange(self.n_items, device=self.adapter[1].weight.device)
+                )
+            self.llm.train(was)
+        self._pos = self._vectors = None
+
     def prepare(self, idx: torch.Tensor) -> None:
         """Encode the distinct items of `idx` with the trainable LLM (a no-op for a frozen table)."""
         if self.llm is None:
+            return
+        if self._still is not None:
+            self._pos, self._vectors = torch.arange(self.n_items, device=self._still.device), self._still
             return
         unique = torch.unique(idx)
         self._pos = torch.full((self.n_items,), -1, dtype=torch.long, device=unique.device)

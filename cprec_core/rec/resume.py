@@ -42,6 +42,8 @@ class Progress:
     bad: int
     seconds: float
     shuffle_state: dict[str, Any]  # numpy Generator.bit_generator.state
+    phase: int = 1  # 1: the item LLM held (finetune.llm_warmup) or no item LLM, 2: the item LLM trains
+    phase_start: int = 0  # epochs done when the phase began (finetune.max_epochs bounds each phase)
 
 
 @dataclass

@@ -104,14 +104,19 @@ def train_model(
     With `work_dir`, an epoch's end is a sealed checkpoint and a rerun resumes from the newest one
     exactly (same weights, optimizer, RNG and data order as an uninterrupted run). `progress` shows
     a bar (epoch, step, loss, last valid NDCG@10); `report` gets one line per epoch (the run log).
-    Returns {"curve": [{epoch, train_loss, valid NDCG@10, valid Recall@10}], "best_epoch",
-    "epochs_run", "seconds_per_epoch"} (seconds include the valid ranking after each epoch).
+    With an item LLM that trains and finetune.llm_warmup, training has two phases, each to patience
+    (and at most max_epochs): first the LLM is held (read once per phase, not trained), then, from
+    the best epoch so far, it trains too (LP-FT). Returns {"curve": [{epoch, train_loss, valid
+    NDCG@10, valid Recall@10[, phase]}], "best_epoch", "epochs_run", "cut_short" (the last epoch
+    was the best and the cap stopped it: not trained out), "seconds_per_epoch"} (seconds include
+    the valid ranking after each epoch).
     """
     inputs, targets = training_arrays(data, cfg.max_seq_len)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     opt = optimizer_for(model, cfg)
+    warmup = cfg.llm_warmup and getattr(model.items, "llm", None) is not None
     state = resume.Progress(0, [], -1.0, 0, 0, 0.0, {})
     best_weights = trainable_state(model)
     checkpoint = resume.load(work_dir) if work_dir is not None else None
@@ -121,72 +126,88 @@ def train_model(
         resume.set_rng_state(checkpoint.rng, gen)
         rng.bit_generator.state = checkpoint.progress.shuffle_state
         state, best_weights = checkpoint.progress, checkpoint.best_weights
+    last_phase = 2 if warmup else 1
     n_steps = -(-len(inputs) // cfg.batch_size)
+    stopped_by_cap = False
     with _bar(progress, f"train {data.domain}") as bar:
         task = bar.add_task(f"{data.domain} epoch {state.epoch + 1}", total=n_steps, info="")
-        while state.epoch < cfg.max_epochs and state.bad < cfg.patience:
-            epoch = state.epoch + 1
-            started = time.perf_counter()
-            model.train()
-            order = rng.permutation(len(inputs))
-            total = 0.0
-            bar.reset(task, total=n_steps, description=f"{data.domain} epoch {epoch}")
-            for step, lo in enumerate(range(0, len(order), cfg.batch_size), start=1):
-                idx = order[lo : lo + cfg.batch_size]
-                x = torch.from_numpy(inputs[idx]).to(device)
-                y = torch.from_numpy(targets[idx]).to(device)
-                keep = y >= 0
-                sampled = draw_negatives(model.n_items, cfg.num_negatives, gen) if loss == "infonce" else None
-                touched = [x.clamp(max=model.n_items - 1).flatten(), y[keep]]
-                model.items.prepare(torch.cat(touched if sampled is None else [*touched, sampled.to(device)]))
-                with autocast(device):
-                    preds, tgt = model(x)[keep], y[keep]
-                    if loss == "infonce":
-                        value = infonce_loss(model, preds, tgt, sampled)
-                    elif loss == "full_softmax":
-                        value = full_softmax_loss(model, preds, tgt)
-                    else:
-                        raise ValueError(f"loss {loss!r}: expected 'infonce' or 'full_softmax'")
-                opt.zero_grad(set_to_none=True)
-                value.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-                opt.step()
-                total += value.item()
-                last = f"valid NDCG@10 {state.curve[-1]['valid_NDCG@10']:.4f}" if state.curve else ""
-                bar.update(task, advance=1, info=f"loss {total / step:.4f} {last}")
-            valid = mean_metrics(
-                rank_users(model_score_fn(model, cfg.max_seq_len, device), data, "valid"), [10]
-            )
-            seconds = time.perf_counter() - started
-            state.curve.append(
-                {
+        while True:
+            if warmup:
+                model.items.hold_llm(state.phase == 1)
+            while state.epoch - state.phase_start < cfg.max_epochs and state.bad < cfg.patience:
+                epoch = state.epoch + 1
+                started = time.perf_counter()
+                model.train()
+                order = rng.permutation(len(inputs))
+                total = 0.0
+                bar.reset(task, total=n_steps, description=f"{data.domain} epoch {epoch}")
+                for step, lo in enumerate(range(0, len(order), cfg.batch_size), start=1):
+                    idx = order[lo : lo + cfg.batch_size]
+                    x = torch.from_numpy(inputs[idx]).to(device)
+                    y = torch.from_numpy(targets[idx]).to(device)
+                    keep = y >= 0
+                    sampled = (
+                        draw_negatives(model.n_items, cfg.num_negatives, gen) if loss == "infonce" else None
+                    )
+                    touched = [x.clamp(max=model.n_items - 1).flatten(), y[keep]]
+                    model.items.prepare(
+                        torch.cat(touched if sampled is None else [*touched, sampled.to(device)])
+                    )
+                    with autocast(device):
+                        preds, tgt = model(x)[keep], y[keep]
+                        if loss == "infonce":
+                            value = infonce_loss(model, preds, tgt, sampled)
+                        elif loss == "full_softmax":
+                            value = full_softmax_loss(model, preds, tgt)
+                        else:
+                            raise ValueError(f"loss {loss!r}: expected 'infonce' or 'full_softmax'")
+                    opt.zero_grad(set_to_none=True)
+                    value.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+                    opt.step()
+                    total += value.item()
+                    last = f"valid NDCG@10 {state.curve[-1]['valid_NDCG@10']:.4f}" if state.curve else ""
+                    bar.update(task, advance=1, info=f"loss {total / step:.4f} {last}")
+                valid = mean_metrics(
+                    rank_users(model_score_fn(model, cfg.max_seq_len, device), data, "valid"), [10]
+                )
+                seconds = time.perf_counter() - started
+                point = {
                     "epoch": epoch,
                     "train_loss": total / n_steps,
                     "valid_NDCG@10": valid["NDCG@10"],
                     "valid_Recall@10": valid["Recall@10"],
                 }
-            )
-            state.epoch, state.seconds = epoch, state.seconds + seconds
-            if valid[EARLY_STOP_METRIC] > state.best:
-                state.best, state.best_epoch, state.bad = valid[EARLY_STOP_METRIC], epoch, 0
-                best_weights = trainable_state(model)
-            else:
-                state.bad += 1
-            if work_dir is not None:
-                state.shuffle_state = rng.bit_generator.state
-                resume.save(work_dir, state, trainable_state(model), best_weights, opt, gen)
-            if report is not None:
-                report(
-                    f"{data.domain} epoch {epoch}: loss {total / n_steps:.4f}, valid NDCG@10 "
-                    f"{valid['NDCG@10']:.4f} (best {state.best:.4f} at epoch {state.best_epoch}), "
-                    f"{seconds:.1f} s"
-                )
-            if stop_after_epochs is not None and epoch >= stop_after_epochs and state.bad < cfg.patience:
-                raise Interrupted(f"stopped after epoch {epoch} (stop_after_epochs)")
+                state.curve.append(point | ({"phase": state.phase} if warmup else {}))
+                state.epoch, state.seconds = epoch, state.seconds + seconds
+                if valid[EARLY_STOP_METRIC] > state.best:
+                    state.best, state.best_epoch, state.bad = valid[EARLY_STOP_METRIC], epoch, 0
+                    best_weights = trainable_state(model)
+                else:
+                    state.bad += 1
+                stopped_by_cap = state.epoch - state.phase_start >= cfg.max_epochs and state.bad == 0
+                if work_dir is not None:
+                    state.shuffle_state = rng.bit_generator.state
+                    resume.save(work_dir, state, trainable_state(model), best_weights, opt, gen)
+                if report is not None:
+                    held = " (LLM held)" if warmup and state.phase == 1 else ""
+                    report(
+                        f"{data.domain} epoch {epoch}{held}: loss {total / n_steps:.4f}, valid NDCG@10 "
+                        f"{valid['NDCG@10']:.4f} (best {state.best:.4f} at epoch {state.best_epoch}), "
+                        f"{seconds:.1f} s"
+                    )
+                if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                    raise Interrupted(f"stopped after epoch {epoch} (stop_after_epochs)")
+            if state.phase >= last_phase:
+                break
+            # the LLM-held phase is over: continue from its best epoch with the LLM training too
+            load_trainable(model, best_weights)
+            state.phase, state.phase_start, state.bad = 2, state.epoch, 0
     load_trainable(model, best_weights)
     return {
         "curve": state.curve,
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
+        "cut_short": stopped_by_cap,
         "seconds_per_epoch": round(state.seconds / max(1, state.epoch), 3),
     }

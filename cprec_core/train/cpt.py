@@ -32,7 +32,7 @@ from cprec_core.schedule import lr_lambda
 from cprec_core.train import checkpoint
 from cprec_core.train.data import BlockSampler, Position, check_blocks, load_blocks
 from cprec_core.train.dsconfig import fill_ds_config
-from cprec_core.train.probe import perplexity, probe_texts
+from cprec_core.train.probe import perplexity, probe_texts, target_perplexity
 
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -80,24 +80,25 @@ def _init_distributed() -> None:
     deepspeed.init_distributed(dist_backend=backend)
 
 
-def _probe_before(spec: JobSpec, model: torch.nn.Module, tokenizer: Any) -> float | None:
-    """Base-model probe perplexity, computed once per job and kept in the work dir for resumes."""
+def _probe_before(spec: JobSpec, model: torch.nn.Module, tokenizer: Any) -> dict[str, float] | None:
+    """Base-model probe perplexities, computed once per job and kept in the work dir for resumes."""
     if spec.cpt.probe_max_docs == 0:
         return None
     path = spec.work_dir / "probe_before.json"
     if path.is_file():
-        return json.loads(path.read_text())["perplexity"]
+        return json.loads(path.read_text())
     ppl = _probe(spec, model, tokenizer)
-    atomic_write_text(path, json.dumps({"perplexity": ppl}))
+    atomic_write_text(path, json.dumps(ppl))
     return ppl
 
 
-def _probe(spec: JobSpec, model: torch.nn.Module, tokenizer: Any) -> float:
-    """Probe perplexity of `model` (moved to the GPU when there is one)."""
+def _probe(spec: JobSpec, model: torch.nn.Module, tokenizer: Any) -> dict[str, float]:
+    """Probe perplexities of `model` (moved to the GPU when there is one): all tokens, held-out item."""
     if torch.cuda.is_available():
         model.to("cuda")
     texts = probe_texts(spec.root, spec.cpt.probe_max_docs)
-    return perplexity(model, tokenizer, texts, spec.probe_seq_len, spec.cpt.micro_batch_size)
+    args = (model, tokenizer, texts, spec.probe_seq_len, spec.cpt.micro_batch_size)
+    return {"all_tokens": perplexity(*args), "held_out_item": target_perplexity(*args)}
 
 
 def _lock_work_dir(work_dir: Path) -> int:
@@ -252,7 +253,7 @@ def _export(
     tag: str,
     tokenizer: Any,
     records: list[dict[str, Any]],
-    ppl_before: float | None,
+    ppl_before: dict[str, float] | None,
     world: int,
     wall: float,
 ) -> dict[str, Any]:
@@ -271,10 +272,17 @@ def _export(
         "tokens_per_s": last["tokens"] / wall,
         "wall_time_s": wall,
         "processes": world,
+        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30
+        if torch.cuda.is_available()
+        else None,
         "zero_stage": spec.cpt.zero_stage,
         "precision": spec.cpt.precision,
-        "probe_perplexity_before": ppl_before,
-        "probe_perplexity_after": ppl_after,
+        # every token of the probe documents (train-history lines included)
+        "probe_perplexity_before": ppl_before and ppl_before["all_tokens"],
+        "probe_perplexity_after": ppl_after and ppl_after["all_tokens"],
+        # only the held-out item's text, given the user's train history: the behaviour probe
+        "probe_target_perplexity_before": ppl_before and ppl_before["held_out_item"],
+        "probe_target_perplexity_after": ppl_after and ppl_after["held_out_item"],
         "base_model_dir": str(spec.base_model_dir),
         "checkpoint": str(ckpt_dir / tag),
     }

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,8 +148,16 @@ def prepare_work_dir(spec: JobSpec) -> Path:
     return path
 
 
-def launch_job(spec: JobSpec, launcher: LauncherConfig, progress: bool = True) -> None:
-    """Write the spec, start the launcher, stream its output, raise CPTError if it fails."""
+def launch_job(
+    spec: JobSpec,
+    launcher: LauncherConfig,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> None:
+    """Write the spec, start the launcher, stream its output, raise CPTError if it fails.
+
+    Each "[cpt]" progress line goes to `report` (the stage's run log, shown in the terminal and the
+    Prefect UI alike) when given, else to this module's logger, and is printed when `progress`."""
     if launcher.pick_free_port and launcher.num_nodes == 1:
         launcher = launcher.model_copy(update={"master_port": free_port()})
     spec_path = prepare_work_dir(spec)
@@ -173,7 +182,7 @@ def launch_job(spec: JobSpec, launcher: LauncherConfig, progress: bool = True) -
             if line.startswith(FAILED):
                 failures.append(line)
             if line.startswith("[cpt]"):
-                log.info(line)
+                (report or log.info)(line)
                 if progress:
                     print(line, flush=True)
             else:
@@ -192,7 +201,13 @@ def launch_job(spec: JobSpec, launcher: LauncherConfig, progress: bool = True) -
 
 
 @holds_run_lock
-def run_cpt(cfg: Config, base_model_dir: Path, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+def run_cpt(
+    cfg: Config,
+    base_model_dir: Path,
+    out_dir: Path,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) continual pre-training of `base_model_dir` on GOLD_PACKED into `out_dir`.
 
     Launches cfg.cpt.launcher's command (single-process CPU runs included), streams progress and
@@ -201,7 +216,7 @@ def run_cpt(cfg: Config, base_model_dir: Path, out_dir: Path, progress: bool = T
     write no output, it returns {"node_rank": r} once this node's processes have finished.
     """
     spec = job_spec(cfg, base_model_dir, out_dir)
-    launch_job(spec, cfg.cpt.launcher, progress)
+    launch_job(spec, cfg.cpt.launcher, progress, report)
     if cfg.cpt.launcher.node_rank > 0:
         return {"node_rank": cfg.cpt.launcher.node_rank}
     return json.loads((spec.out_dir / SUMMARY_FILE).read_text())

@@ -1,13 +1,16 @@
 """Held-out perplexity probe: how well a causal LM predicts documents it never trained on.
 
 Reads GOLD_PROBE (documents ending at each user's valid event; never in the CPT corpus); writes
-nothing. Measured before and after CPT (PAPER.md §4: the CPT objective is next-token loss, so
-lower held-out perplexity means the behaviour knowledge was absorbed, not memorised).
+nothing. Measured before and after CPT (PAPER.md §4: the CPT objective is next-token loss). Two
+numbers: `target_perplexity` scores only the held-out item's text given the user's train history
+(the behaviour knowledge); `perplexity` scores every token of the documents, whose first lines are
+train events the model may have read during CPT (the format and the catalogue's words).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -19,6 +22,8 @@ from cprec_core.artifacts import read_table
 from cprec_core.schema import GOLD_PROBE
 from cprec_core.tokenize import tokenize_documents
 
+NUMBER = re.compile(r"\d+\. ")  # the "N. " that numbers an item line (cprec_core.prompts.number_lines)
+
 
 def probe_texts(root: Path, max_docs: int) -> list[str]:
     """The first `max_docs` probe documents by doc_id (a fixed, reproducible subset)."""
@@ -29,47 +34,64 @@ def probe_texts(root: Path, max_docs: int) -> list[str]:
     return table["text"].to_pylist()[:max_docs]
 
 
-def _windows(token_lists: list[list[int]], seq_len: int) -> list[list[int]]:
-    """Cut each document into consecutive windows of <= seq_len tokens (>= 2, so one is predicted)."""
+def _windows(token_lists: list[list[int]], seq_len: int) -> list[tuple[list[int], list[bool]]]:
+    """Cut each document into consecutive windows of <= seq_len tokens (>= 2, so one is predicted),
+    every token a target."""
     out = []
     for ids in token_lists:
-        out.extend(
-            ids[i : i + seq_len] for i in range(0, len(ids), seq_len) if len(ids[i : i + seq_len]) >= 2
-        )
+        for i in range(0, len(ids), seq_len):
+            window = ids[i : i + seq_len]
+            if len(window) >= 2:
+                out.append((window, [True] * len(window)))
+    return out
+
+
+def held_out_start(text: str) -> int:
+    """Character offset where the last line's item text begins (after its "N. " number, if any)."""
+    line = text.rfind("\n") + 1
+    number = NUMBER.match(text, line)
+    return number.end() if number else line
+
+
+def target_windows(
+    texts: list[str], tokenizer: PreTrainedTokenizerBase, seq_len: int
+) -> list[tuple[list[int], list[bool]]]:
+    """Per document: its last seq_len tokens (as packed: tokens then EOS) and which of them are the
+    held-out item's text (the final line after its number; not the EOS, not the number)."""
+    out = []
+    for text, ids in zip(texts, tokenize_documents(texts, tokenizer), strict=True):
+        start = held_out_start(text)
+        offsets = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).offsets
+        target = [end > start for _, end in offsets] + [False]  # a token reaching into the item's text
+        out.append((ids[-seq_len:], target[-seq_len:]))
     return out
 
 
 @torch.no_grad()
-def perplexity(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
-    seq_len: int,
-    batch_size: int,
+def _perplexity(
+    model: PreTrainedModel, windows: list[tuple[list[int], list[bool]]], batch_size: int
 ) -> float:
-    """exp(mean next-token negative log-likelihood) over every predicted token of `texts`.
-
-    Each document is encoded as in the packed stream (its tokens, then EOS) and cut into windows
-    of seq_len tokens; within a window tokens 2..n are predicted. The mean is over tokens.
-    """
-    windows = _windows(tokenize_documents(texts, tokenizer), seq_len)
-    if not windows:
-        raise ValueError("perplexity: no document has 2 or more tokens")
+    """exp(mean negative log-likelihood) of the target tokens of `windows` (a window's first token
+    has no context and is never scored)."""
+    if not windows or not any(any(t[1:]) for _, t in windows):
+        raise ValueError("perplexity: no token to score")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     nll, count = 0.0, 0
     for start in range(0, len(windows), batch_size):
         batch = windows[start : start + batch_size]
-        width = max(len(w) for w in batch)
+        width = max(len(w) for w, _ in batch)
         input_ids = torch.zeros(len(batch), width, dtype=torch.long)
         mask = torch.zeros(len(batch), width, dtype=torch.long)
-        for i, w in enumerate(batch):
+        scored = torch.zeros(len(batch), width, dtype=torch.bool)
+        for i, (w, t) in enumerate(batch):
             input_ids[i, : len(w)] = torch.tensor(w)
             mask[i, : len(w)] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
+            scored[i, : len(w)] = torch.tensor(t)
+        input_ids, mask, scored = input_ids.to(device), mask.to(device), scored.to(device)
         logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-        targets = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        targets = input_ids[:, 1:].masked_fill(~scored[:, 1:] | (mask[:, 1:] == 0), -100)
         nll += F.cross_entropy(
             logits[:, :-1].reshape(-1, logits.size(-1)),
             targets.reshape(-1),
@@ -79,3 +101,30 @@ def perplexity(
         count += int((targets != -100).sum())
     model.train(was_training)
     return math.exp(nll / count)
+
+
+def perplexity(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    seq_len: int,
+    batch_size: int,
+) -> float:
+    """All-token perplexity: every predicted token of `texts`, the train-history lines included.
+
+    Each document is encoded as in the packed stream (its tokens, then EOS) and cut into windows
+    of seq_len tokens; within a window tokens 2..n are predicted. The mean is over tokens.
+    """
+    return _perplexity(model, _windows(tokenize_documents(texts, tokenizer), seq_len), batch_size)
+
+
+def target_perplexity(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    seq_len: int,
+    batch_size: int,
+) -> float:
+    """Held-out perplexity: only the final (held-out, valid) item's text is scored, given the user's
+    train history before it: how well the model predicts what this user did next."""
+    return _perplexity(model, target_windows(texts, tokenizer, seq_len), batch_size)

@@ -1,8 +1,9 @@
-"""The experiment flow (flows/experiment.py): three arms, one combined report with the claims.
+"""The experiment flow (flows/experiment.py): every arm at two CPT seeds, one combined report and
+claims.json.
 
-A reduced run, on synthetic data and on the real data (as `make realdata SCALE=tiny` runs it,
-shrunk: Arts + Office as the CPT domains, a few CPT steps, one epoch, one seed). These check that
-the whole path works and the report holds what it must; the outcome is what RESULTS.md records.
+A reduced run on synthetic data and on the real data (as `make realdata SCALE=tiny` runs it,
+shrunk: a few CPT steps, one epoch). These check that the whole path works and the report holds
+what it must; the outcome is what RESULTS.md records.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import pyarrow.compute as pc
 import pytest
 
 from cprec_core.artifacts import PROJECT_ROOT, read_table, verify
-from cprec_core.experiment import ARMS, experiment_dir
+from cprec_core.claims import read_claims
+from cprec_core.experiment import ABLATIONS, experiment_dir, run_name
 from cprec_core.schema import GOLD_CORPUS, REPORT_METRICS
 from cprec_core.stages import base_model_dir, cpt_dir
 
 SMALL = [
     "finetune.max_epochs=1",
+    "finetune.variants=[cpt,base,zero-shot,zero-shot-base,popularity,sasrec]",
     "evaluate.seeds=[0,1]",
+    "experiment.cpt_seeds=[0,1]",
     "cpt.max_steps=4",
     "cpt.checkpoint_every=4",
     "cpt.log_every=1",
@@ -47,42 +51,62 @@ def check_report(cfg, summary: dict) -> None:
     report_dir = experiment_dir(cfg)
     assert summary["report_dir"] == str(report_dir)
     metrics = read_table(REPORT_METRICS, report_dir)
-    test = metrics.filter(pc.and_(pc.equal(metrics["split"], "test"), pc.equal(metrics["metric"], "NDCG@10")))
+    test = metrics.filter(
+        pc.and_(
+            pc.and_(pc.equal(metrics["split"], "test"), pc.equal(metrics["metric"], "NDCG@10")),
+            pc.equal(metrics["protocol"], "masked"),
+        )
+    )
     variants = set(test["variant"].to_pylist())
-    assert variants == {"cpt", "cpt-domain-only", "cpt-cosine", "base", "zero-shot", "popularity", "sasrec"}
-    assert test.num_rows == len(variants) * len(cfg.evaluate.seeds)  # every variant at every seed
-    claims = [c for c, _, _ in summary["claims"]]
-    assert [c.split(" (")[0] for c in claims] == ["Claim 1", "Claim 2", "Claim 3", "Claim 4"]
-    verdicts = {
-        "supported",
-        "pointing the right way but not significant",
-        "not supported",
-        "supported across seeds (one downstream domain: not tested across domains)",  # Claim 4 only
+    arms = {f"cpt-{a}" for a in ABLATIONS}
+    assert variants == {"cpt", "base", "zero-shot", "zero-shot-base", "popularity", "sasrec"} | arms
+    assert test.num_rows == len(variants) * 2  # two CPT seeds, or two fine-tuning seeds, for each
+    claims = read_claims(report_dir / "claims.json")
+    tested = {(c["claim"], c["a"], c["b"]) for c in claims["comparisons"]}
+    assert tested == {
+        ("1", "cpt", "base"),
+        ("1-control", "cpt", "cpt-shuffled"),
+        ("2", "cpt", "cpt-domain-only"),
+        ("3", "cpt", "cpt-cosine"),
+        ("zero-shot", "zero-shot", "zero-shot-base"),
     }
-    assert {v for _, _, v in summary["claims"]} <= verdicts
+    assert all(c["n_seeds_a"] == 2 for c in claims["comparisons"])
+    assert {s["claim"] for s in claims["summary"]} == {"1", "1-control", "2", "3", "4", "zero-shot"}
+    assert summary["summary"] == claims["summary"]
     report = (report_dir / "report.md").read_text()
-    for needle in ("## Claims", "| cpt vs cpt-domain-only |", "| cpt vs cpt-cosine |", "seed 1", "→"):
+    for needle in (
+        "## Claims",
+        "cpt vs cpt-shuffled",
+        "History unmasked",
+        "seed 1",
+        "held-out item perplexity",
+    ):
         assert needle in report, needle
     assert (report_dir / "plots" / f"metrics_{cfg.domains.downstream[0]}.png").stat().st_size > 0
 
 
 def check_arms(cfg) -> None:
-    """Each ablation changed its one setting, started from the main base model, in its own root."""
-    arm_root = {arm: cfg.root / "ablations" / arm for arm in ARMS[1:]}
-    for arm, root in arm_root.items():
-        summary = json.loads((root / "models" / "cpt" / f"{cfg.name}-{arm}" / "summary.json").read_text())
-        assert Path(summary["base_model_dir"]).resolve() == base_model_dir(cfg).resolve()
-        assert summary["steps"] == cfg.cpt.max_steps  # the same token budget
-        # the combined report carries that arm's cpt rows, renamed, unchanged
-        own = read_table(REPORT_METRICS, root / "reports" / f"{cfg.name}-{arm}").to_pandas()
-        combined = read_table(REPORT_METRICS, experiment_dir(cfg)).to_pandas()
-        renamed = combined[combined.variant == f"cpt-{arm}"].drop(columns="variant").reset_index(drop=True)
-        assert renamed.equals(own[own.variant == "cpt"].drop(columns="variant").reset_index(drop=True))
-    main_mix = verify(GOLD_CORPUS.path(cfg.root)).extra["mix_ratio_achieved"]
-    assert verify(GOLD_CORPUS.path(arm_root["domain-only"])).extra["mix_ratio_achieved"] == 0.0 < main_mix
-    main_lr = lr_curve(cpt_dir(cfg))
-    cosine_lr = lr_curve(arm_root["cosine"] / "models" / "cpt" / f"{cfg.name}-cosine")
+    """Each ablation changed its one setting and started from the main base model; cosine shares
+    main's root, the others have their own."""
+    for arm, ablation in ABLATIONS.items():
+        root = cfg.root / "ablations" / arm if ablation.own_corpus else cfg.root
+        for seed in (0, 1):
+            run = cfg.model_copy(update={"name": run_name(cfg, arm, seed)})
+            run.paths.root = root
+            summary = json.loads((cpt_dir(run) / "summary.json").read_text())
+            assert Path(summary["base_model_dir"]).resolve() == base_model_dir(cfg).resolve()
+            assert summary["steps"] == cfg.cpt.max_steps  # the same token budget
+    shuffled = verify(GOLD_CORPUS.path(cfg.root / "ablations" / "shuffled")).extra
+    main = verify(GOLD_CORPUS.path(cfg.root)).extra
+    assert shuffled["shuffled_lines"] and not main["shuffled_lines"]
+    assert shuffled["characters_total"] == main["characters_total"]  # the same text, reordered
+    assert verify(GOLD_CORPUS.path(cfg.root / "ablations" / "domain-only")).extra["mix_ratio_achieved"] == 0.0
+    main_lr = lr_curve(cfg.root / "models" / "cpt" / run_name(cfg, "main", 0))
+    cosine_lr = lr_curve(cfg.root / "models" / "cpt" / run_name(cfg, "cosine", 0))
     assert len(main_lr) == len(cosine_lr) and main_lr != cosine_lr  # same steps, another schedule
+    seed0 = (cfg.root / "models" / "cpt" / run_name(cfg, "main", 0) / "model.safetensors").read_bytes()
+    seed1 = (cfg.root / "models" / "cpt" / run_name(cfg, "main", 1) / "model.safetensors").read_bytes()
+    assert seed0 != seed1  # two CPT seeds are two CPT runs
 
 
 def lr_curve(model_dir: Path) -> list[float]:
@@ -116,7 +140,7 @@ def test_experiment_on_real_data_reduced(prefect_harness, shared_data: Path, tmp
         f"paths.root={tmp_path / 'root'}",
         f"ingest.sources.0.path={raw}",
         "ingest.sources.0.domains=[Arts,Office,Scientific]",
-        "domains.pretrain=[Arts,Office]",
+        "domains.downstream=[Scientific]",
         *SMALL,
     ]
     out = run_experiment(PROJECT_ROOT / "configs" / "realdata.yaml", overrides)

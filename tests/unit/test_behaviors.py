@@ -48,6 +48,7 @@ def build(
     min_sequence_len: int = 3,
     threads: int = 1,
     progress: bool = False,
+    user_fraction: dict[str, float] | None = None,
 ) -> dict:
     """Write bronze from tuples, run build_behaviors on it, return its result dict."""
     items = titled(events) if items is None else items
@@ -71,16 +72,20 @@ def build(
             schema=ITEMS_SCHEMA,
         ),
     )
-    return build_behaviors(config(root, pretrain, downstream, k_core, min_sequence_len, threads), progress)
+    cfg = config(root, pretrain, downstream, k_core, min_sequence_len, threads, user_fraction or {})
+    return build_behaviors(cfg, progress)
 
 
-def config(root, pretrain, downstream=(), k_core=1, min_sequence_len=3, threads=1) -> Config:
+def config(
+    root, pretrain, downstream=(), k_core=1, min_sequence_len=3, threads=1, user_fraction=None
+) -> Config:
     return Config(
         paths=PathsConfig(root=root),
         domains=DomainsConfig(pretrain=list(pretrain), downstream=list(downstream)),
         behaviors=BehaviorsConfig(
             k_core=k_core,
             min_sequence_len=min_sequence_len,
+            user_fraction=user_fraction or {},
             duckdb=DuckDBConfig(memory_limit="256MB", threads=threads),
         ),
     )
@@ -118,6 +123,31 @@ def test_dedupe_collapses_exact_duplicates_and_keeps_repeat_purchases(tmp_path):
     a = result["counts"]["A"]
     assert a["bronze"] == {"n_users": 1, "n_items": 3, "n_events": 5}
     assert a["dedup"] == {"n_users": 1, "n_items": 3, "n_events": 4}
+
+
+# --- 25_int_user_sample -----------------------------------------------------------------------------
+
+
+def test_user_sample_keeps_whole_users_of_the_listed_domain_only(tmp_path):
+    # 400 users with 3 events in A and 3 in B; keep a quarter of A's users, all of B's
+    events = [(d, f"u{u}", f"{d}{u % 7}-{n}", n) for u in range(400) for d in ("A", "B") for n in range(3)]
+    quarter = build(tmp_path / "q", events, pretrain=("A", "B"), user_fraction={"A": 0.25})
+    half = build(tmp_path / "h", events, pretrain=("A", "B"), user_fraction={"A": 0.5})
+    q, h = quarter["counts"]["A"], half["counts"]["A"]
+    # binomial(400, 0.25): mean 100, sd 8.7; the bounds are 4.6 sd wide on each side
+    assert 60 <= q["sample"]["n_users"] <= 140 and 160 <= h["sample"]["n_users"] <= 240
+    assert q["sample"]["n_events"] == 3 * q["sample"]["n_users"]  # a kept user keeps every event
+    assert quarter["counts"]["B"]["sample"] == quarter["counts"]["B"]["dedup"]  # B is not sampled
+    kept_q = {e[1] for e in events_of(tmp_path / "q") if e[0] == "A"}
+    kept_h = {e[1] for e in events_of(tmp_path / "h") if e[0] == "A"}
+    assert kept_q < kept_h  # a function of the user id: the smaller sample nests in the larger
+    build(tmp_path / "q2", events, pretrain=("A", "B"), user_fraction={"A": 0.25})
+    assert {e[1] for e in events_of(tmp_path / "q2") if e[0] == "A"} == kept_q
+
+
+def test_user_fraction_must_be_a_share(tmp_path):
+    with pytest.raises(ValueError, match="user_fraction of A: 1.5 must be in"):
+        config(tmp_path, ("A",), user_fraction={"A": 1.5})
 
 
 # --- 11_stg_items, 30_int_events_text ---------------------------------------------------------------

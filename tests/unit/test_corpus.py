@@ -321,3 +321,48 @@ def test_pretrain_domain_without_events_is_warned(tmp_path: Path) -> None:
     stats = build_corpus(cfg)
     assert stats["warnings"] == ["domains.pretrain: Home has no train events in silver.events"]
     assert stats["documents_available"]["domain"] == {"Books": 2, "Home": 0, "Toys": 1}
+
+
+def _lines_by_group(root: Path) -> dict[str, list[list[str]]]:
+    from cprec_core.prompts import split_document
+
+    groups: dict[str, list[list[str]]] = {}
+    for doc_id, row in sorted(docs_by_id(root).items()):
+        header, lines = split_document(row["text"])
+        groups.setdefault(doc_id.rsplit(":", 2)[0], []).append([header, *lines])
+    return groups
+
+
+def test_shuffled_control_keeps_every_line_and_document_shape_but_not_the_order(tmp_path: Path) -> None:
+    events, items = synthetic(300, seed=1)
+    for name in ("plain", "shuffled"):
+        write_silver(tmp_path / name, events, items)
+    kw = {"max_items": 8, "window_overlap": 2, "mix_ratio": 0.3}
+    plain = build_corpus(make_config(tmp_path / "plain", **kw))
+    shuffled = build_corpus(make_config(tmp_path / "shuffled", shuffle_lines=True, **kw))
+    a, b = _lines_by_group(tmp_path / "plain"), _lines_by_group(tmp_path / "shuffled")
+    assert a.keys() == b.keys() == {"domain:Books", "domain:Toys", "mixed"}
+    for group in a:
+        # the same documents, each with its header and number of lines ...
+        assert [(d[0], len(d)) for d in a[group]] == [(d[0], len(d)) for d in b[group]]
+        # ... the same multiset of item lines in the group ...
+        assert sorted(x for d in a[group] for x in d[1:]) == sorted(x for d in b[group] for x in d[1:])
+        # ... dealt out again: most documents now hold other lines
+        changed = sum(x[1:] != y[1:] for x, y in zip(a[group], b[group], strict=True))
+        assert changed > 0.8 * len(a[group]), (group, changed, len(a[group]))
+    assert plain["characters_total"] == shuffled["characters_total"]
+    assert plain["probe_fingerprint"] == shuffled["probe_fingerprint"]  # the probe is never shuffled
+    mixed = [r for r in read_table(GOLD_CORPUS, tmp_path / "shuffled").to_pylist() if r["kind"] == "mixed"]
+    for row in mixed:  # a mixed document's domains are those of the lines it holds now
+        tags = {line.split(". [", 1)[1].split("]")[0] for line in row["text"].split("\n")[1:]}
+        assert row["domains"] == sorted(tags)
+
+
+def test_a_downstream_catalogue_read_in_cpt_is_refused(tmp_path: Path) -> None:
+    # Food's three titles; two of them ("Apple", "bread!") also name Books items -> 2/3 shared
+    items = [*ITEMS, item("Books", "B7", "apple"), item("Books", "B8", "BREAD")]
+    write_silver(tmp_path, EVENTS, items)
+    with pytest.raises(CorpusError, match=r"Food: 2 of its 3 item titles \(66.7%\) also name items"):
+        build_corpus(make_config(tmp_path))
+    stats = build_corpus(make_config(tmp_path, max_downstream_overlap=0.7))
+    assert stats["catalogue_overlap"]["Food"] == {"items": 3, "titles_in_pretrain": 2, "share": 2 / 3}

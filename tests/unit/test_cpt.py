@@ -186,3 +186,27 @@ def test_work_dir_lock_is_exclusive_until_released(tmp_path: Path) -> None:
         _lock_work_dir(tmp_path / "w")
     os.close(fd)  # what the holder's death does
     os.close(_lock_work_dir(tmp_path / "w"))
+
+
+def test_target_probe_scores_only_the_held_out_items_text() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from cprec_core.train.probe import target_perplexity, target_windows
+
+    chars = "abcdefghijklmnopqrstu\n. :12|"  # 28 tokens: inside the test model's vocab of 32
+    tok = Tokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(chars)}, unk_token="a"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="|")
+    text = "hdr:\n1. ab\n2. cd"  # header, a train line, the held-out line "cd"
+    ((ids, target),) = target_windows([text], tokenizer, seq_len=64)
+    assert len(ids) == len(text) + 1  # one token per character, then EOS
+    assert [c for c, t in zip(text, target, strict=False) if t] == ["c", "d"]
+    assert target[-1] is False  # EOS is not the item
+    # the window keeps the document's end: the held-out line with as much history as fits
+    ((short, short_target),) = target_windows([text], tokenizer, seq_len=5)
+    assert short == ids[-5:] and short_target == target[-5:]
+    # a model that always predicts "c" (id 2): the scored tokens are "c" (right) and "d" (wrong)
+    z = math.exp(10) + 31
+    want = math.exp((-math.log(math.exp(10) / z) - math.log(1 / z)) / 2)
+    got = target_perplexity(_model_predicting(2), tokenizer, [text], seq_len=64, batch_size=1)
+    assert math.isclose(got, want, rel_tol=1e-5)

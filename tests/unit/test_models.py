@@ -172,3 +172,22 @@ def test_general_pretraining_learns_item_text_and_is_deterministic(tiny_dir: Pat
         with torch.no_grad():
             losses.append(model(ids, labels=ids).loss.item())
     assert losses[1] < losses[0] - 1.0, losses
+
+
+def test_general_pretraining_to_the_plateau_keeps_the_best_held_out_weights(tmp_path: Path) -> None:
+    import json
+
+    from cprec_core.artifacts import verify
+
+    cfg = TINY.model_copy(update={"pretrain_steps": 400, "pretrain_eval_every": 10, "pretrain_patience": 2})
+    out = build_tiny_model(tmp_path / "m", texts(), cfg)
+    curve = [json.loads(line) for line in (out / "pretrain_log.jsonl").read_text().splitlines()]
+    held = [c["heldout_loss"] for c in curve]
+    best = min(range(len(held)), key=held.__getitem__)
+    # it stopped two evaluations after its best one, before the step budget ran out
+    assert len(curve) == best + 3 and curve[-1]["step"] < 400
+    assert held[best] < held[0] - 1.0  # it learned the held-out item lines' text (210 lines)
+    extra = verify(out).extra
+    assert extra["pretrain_tokens"] == curve[best]["tokens"] == curve[best]["step"] * 8 * 128
+    assert extra["pretrain_heldout_loss"] == pytest.approx(held[best])
+    assert (out / "pretrain_curve.png").stat().st_size > 1000

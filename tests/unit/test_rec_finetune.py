@@ -214,3 +214,34 @@ def test_finetune_run_selects_on_valid_then_runs_every_seed_with_the_choice(
         (r["variant"], r["seed"]) for r in out["runs"]
     )
     assert finetune_run(cfg, cpt, base)["trained"] == 0
+
+
+def test_llm_warmup_holds_the_llm_to_patience_then_trains_it_too(
+    world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from cprec_core.rec.build import build_recommender
+    from cprec_core.rec.data import load_domain
+
+    root, cpt, base = world
+    cfg = tiny_config(root, max_epochs=3, patience=3, variants=["cpt-full"], lr=1e-2, llm_lr=1e-3)
+    res = finetune_variant(cfg, DOMAIN, "cpt-full", 2, cpt, base, tmp_path / "whole")
+    assert [c["phase"] for c in res["curve"]] == [1, 1, 1, 2, 2, 2]  # each phase to its own cap
+    with pytest.raises(Interrupted):  # stop at the end of the held phase and look at its weights
+        finetune_variant(cfg, DOMAIN, "cpt-full", 2, cpt, base, tmp_path / "r", stop_after_epochs=3)
+    (epoch3,) = (rec_dir(cfg) / ".work" / DOMAIN / "cpt-full").glob("seed=2-*/epoch0003")
+    held = load_file(epoch3 / "weights.safetensors")
+    fresh = dict(
+        build_recommender(cfg, load_domain(root, DOMAIN), "cpt-full", cpt, torch.device("cpu"))[
+            0
+        ].named_parameters()
+    )
+    llm = [k for k in held if k.startswith("items.llm.decoder.")]
+    assert llm and all(torch.equal(held[k], fresh[k]) for k in llm)  # the LLM was read, not trained
+    assert not torch.equal(held["items.adapter.1.weight"], fresh["items.adapter.1.weight"])
+    resumed = finetune_variant(cfg, DOMAIN, "cpt-full", 2, cpt, base, tmp_path / "r")
+    assert [c["train_loss"] for c in resumed["curve"]] == [c["train_loss"] for c in res["curve"]]
+    final = load_file(Path(resumed["out_dir"]) / "model.safetensors")
+    if res["best_epoch"] > 3:  # the best epoch trained the LLM: its weights moved
+        assert any(not torch.equal(final[k], fresh[k]) for k in llm)

@@ -128,7 +128,9 @@ def test_trained_encoder_starts_standardised_and_encode_is_order_free(lm: Path, 
 
 def test_a_saved_lora_run_reloads_to_identical_scores(lm: Path, tmp_path: Path) -> None:
     write_silver(tmp_path)
-    cfg = tiny_config(tmp_path, encoder_mode="lora", variants=["cpt"], max_epochs=2, lr=1e-2, llm_lr=1e-2)
+    cfg = tiny_config(
+        tmp_path, encoder_mode="lora", variants=["cpt"], max_epochs=2, lr=1e-2, llm_lr=1e-2, llm_warmup=False
+    )
     out = run_dir(cfg, DOMAIN, "cpt", 0)
     res = finetune_variant(cfg, DOMAIN, "cpt", 0, lm, None, out)
     assert (out / "lora" / "adapter_config.json").is_file()
