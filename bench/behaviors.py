@@ -1,13 +1,14 @@
 """Benchmark 1: the behaviors stage (DuckDB SQL) vs pandas and Polars (lazy) doing the same work.
 
 Every contender reads the same bronze Parquet (bench/data.py) and produces silver.events by the
-rules of sql/20-50: exact duplicates collapsed; an item's last bronze record wins and it has text
-only when its trimmed title has >= min_title_chars characters; events of items without text are
-dropped; an iterative per-domain k-core on event counts of users and items, to its fixed point;
-(domain, user) sequences of >= min_sequence_len events, ordered by (ts, item_id), positions from
-0, last = test, second last = valid, rest = train. The benchmark fails unless every reference's
-table equals the project's (both sorted by the key). The project also writes silver.items,
-silver.mixed and silver.stats in its time; the references write only the events.
+rules of sql/20-50: exact duplicates collapsed (each keeps its first raw line); an item's last
+bronze record wins and it has text only when its trimmed title has >= min_title_chars characters;
+events of items without text are dropped; an iterative per-domain k-core on event counts of users
+and items, to its fixed point; (domain, user) sequences of >= min_sequence_len events, ordered by
+(ts, source_line, item_id), positions from 0, last = test, second last = valid, rest = train. The
+benchmark fails unless every reference's table equals the project's (both sorted by the key). The
+project also writes silver.items, silver.mixed and silver.stats in its time; the references write
+only the events.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from cprec_core.artifacts import parquet_files, read_table
 from cprec_core.config import Config, load_config
 from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS, SILVER_EVENTS
 
-EVENT_COLS = ["domain", "user_id", "item_id", "ts"]
+EVENT_COLS = ["domain", "user_id", "item_id", "ts", "source_line"]
+EVENT_KEY = EVENT_COLS[:4]
 SEQ = ["domain", "user_id"]
 
 
@@ -71,7 +73,7 @@ def run_pandas(root: str, out: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     files = parquet_files(BRONZE_INTERACTIONS, Path(root))
     ev = pd.concat([pd.read_parquet(f, columns=EVENT_COLS) for f in files], ignore_index=True)
-    ev = ev[ev["domain"].isin(DOMAINS)].drop_duplicates()
+    ev = ev[ev["domain"].isin(DOMAINS)].groupby(EVENT_KEY, as_index=False)["source_line"].min()
     item_files = parquet_files(BRONZE_ITEMS, Path(root))
     items = pd.concat(
         [pd.read_parquet(f, columns=["domain", "item_id", "title"]) for f in item_files], ignore_index=True
@@ -88,7 +90,7 @@ def run_pandas(root: str, out: str) -> dict[str, Any]:
             break
         ev, passes = ev[keep], passes + 1
     ev = ev[ev.groupby(SEQ)["ts"].transform("size") >= r["min_len"]]
-    ev = ev.sort_values([*SEQ, "ts", "item_id"], ignore_index=True)
+    ev = ev.sort_values([*SEQ, "ts", "source_line", "item_id"], ignore_index=True)
     position = ev.groupby(SEQ).cumcount()
     n = ev.groupby(SEQ)["ts"].transform("size")
     ev["position"] = position.astype("int32")
@@ -107,7 +109,8 @@ def run_polars(root: str, out: str) -> dict[str, Any]:
         pl.scan_parquet(parquet_files(BRONZE_INTERACTIONS, Path(root)))
         .select(EVENT_COLS)
         .filter(pl.col("domain").is_in(DOMAINS))
-        .unique()
+        .group_by(EVENT_KEY)
+        .agg(pl.col("source_line").min())
     )
     items = (
         pl.scan_parquet(parquet_files(BRONZE_ITEMS, Path(root)))  # files in manifest order
@@ -132,7 +135,7 @@ def run_polars(root: str, out: str) -> dict[str, Any]:
     result = (
         df.lazy()
         .filter(n >= r["min_len"])
-        .sort([*SEQ, "ts", "item_id"])
+        .sort([*SEQ, "ts", "source_line", "item_id"])
         .with_columns(position=pl.int_range(pl.len()).over(SEQ).cast(pl.Int32), n=n)
         .with_columns(
             split=pl.when(pl.col("position") == pl.col("n") - 1)

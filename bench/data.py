@@ -3,9 +3,10 @@
 Writes BRONZE_INTERACTIONS and BRONZE_ITEMS under a run root through DatasetWriter (atomic, with
 manifests), in chunks of CHUNK_ROWS events, so 50 M events need no more memory than 1 M. The data
 exercises every rule of the behaviors stage: ~2% exact duplicate events, same-day timestamps
-(ties broken by item_id), ~3% of event items without any item record, ~5% of items with a second
-record (the last one wins) and titles that are null, blank or too short after trimming, Zipf-like
-user activity and item popularity (so the k-core takes several passes), and 7 domains.
+(ties broken by the raw order, source_line), ~3% of event items without any item record, ~5% of
+items with a second record (the last one wins) and titles that are null, blank or too short after
+trimming, Zipf-like user activity and item popularity (so the k-core takes several passes), and
+7 domains.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _prefixed(prefix: str, values: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(prefix, pc.cast(pa.array(values), pa.string()), "")
 
 
-def _events(rng: np.random.Generator, n: int, n_users: int, n_items: int) -> pa.Table:
+def _events(rng: np.random.Generator, n: int, n_users: int, n_items: int, first_line: int) -> pa.Table:
     user = (n_users * rng.random(n) ** 1.6).astype(np.int64)  # skewed activity
     home = user % len(DOMAINS)
     domain = np.where(rng.random(n) < 0.6, home, rng.integers(0, len(DOMAINS), n))
@@ -67,6 +68,7 @@ def _events(rng: np.random.Generator, n: int, n_users: int, n_items: int) -> pa.
             "item_id": _prefixed("I", item),
             "ts": pa.array(ts, pa.int64()),
             "rating": pa.nulls(n, pa.float64()),
+            "source_line": pa.array(np.arange(first_line, first_line + n), pa.int64()),  # the raw order
             "domain": pc.take(pa.array(DOMAINS), pa.array(domain)),
         }
     )
@@ -115,7 +117,7 @@ def write_bronze(root: Path, n_rows: int, seed: int = 0) -> dict[str, int]:
     rng = np.random.default_rng(seed)
     with DatasetWriter(BRONZE_INTERACTIONS, root, "bench") as w:
         for lo in range(0, n_rows, CHUNK_ROWS):
-            w.write(_events(rng, min(CHUNK_ROWS, n_rows - lo), n_users, n_items))
+            w.write(_events(rng, min(CHUNK_ROWS, n_rows - lo), n_users, n_items, lo + 1))
     with DatasetWriter(BRONZE_ITEMS, root, "bench") as w:
         for domain in DOMAINS:
             w.write(_items(rng, domain, n_items))

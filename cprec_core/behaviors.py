@@ -90,6 +90,7 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
         "k": b.k_core,
         "min_title_chars": b.min_title_chars,
         "min_sequence_len": b.min_sequence_len,
+        "tie_break": b.tie_break,
         "sample_domains": list(b.user_fraction),
         "sample_fractions": [float(f) for f in b.user_fraction.values()],
     }

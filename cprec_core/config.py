@@ -124,6 +124,11 @@ class BehaviorsConfig(Section):
     k_core: int = Field(5, ge=1, description="iterative k-core per domain, on users and items")
     min_title_chars: int = Field(3, ge=1, description="items with shorter titles have no usable text")
     min_sequence_len: int = Field(3, ge=3, description="leave-one-out needs train + valid + test")
+    tie_break: Literal["source_order", "item_id"] = Field(
+        "source_order",
+        description="a user's events at the same timestamp: in the raw files' order (RecBole's stable "
+        "sort, so splits match RecBole's) or by item_id",
+    )
     user_fraction: dict[str, float] = Field(
         default_factory=dict,
         description="per domain, keep this share of its users (a fixed hash sample; whole histories): "

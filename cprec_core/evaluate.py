@@ -325,6 +325,13 @@ def render_report(
         "`unmasked` (RecBole's default): nothing is removed.",
         "- Ties count against the target (pessimistic): a model that scores everything equally gets no "
         "credit.",
+        "- A user's events at the same timestamp are ordered by "
+        f"`behaviors.tie_break = {cfg.behaviors.tie_break}`"
+        + (
+            " (the raw files' order, as RecBole's stable sort keeps it)."
+            if cfg.behaviors.tie_break == "source_order"
+            else "."
+        ),
         f"- Recall@K (= hit rate), NDCG@K (1/log2(rank+2) in the top K), MRR (1/(rank+1)); K in {ev.ks}.",
         f"- {len(ev.seeds)} seed(s) {ev.seeds}; tables show mean ± sample standard deviation over seeds.",
         f"- Trained variants train to patience: stopped after {ft.patience} epochs without a better "

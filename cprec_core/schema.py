@@ -50,6 +50,7 @@ INTERACTIONS_SCHEMA = pa.schema(
         ("item_id", pa.string()),
         ("ts", pa.int64()),  # seconds since epoch, UTC
         ("rating", pa.float64()),  # nullable: implicit feedback has none
+        ("source_line", pa.int64()),  # 1-based line (or row) in its raw file: the raw order, for time ties
         ("domain", pa.string()),
     ]
 )

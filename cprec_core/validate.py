@@ -95,8 +95,9 @@ def _expectations(artifact: str, params: dict[str, Any]) -> list[tuple[str, dict
     ]
     suites: dict[str, list[tuple[str, dict[str, Any]]]] = {
         "bronze.interactions": [
-            *[(not_null, {"column": c}) for c in ("user_id", "item_id", "ts", "domain")],
+            *[(not_null, {"column": c}) for c in ("user_id", "item_id", "ts", "source_line", "domain")],
             (between, {"column": "ts", "min_value": params.get("min_ts"), "max_value": params.get("max_ts")}),
+            (between, {"column": "source_line", "min_value": 1}),
             (between, {"column": "rating", "min_value": 0, "max_value": 5}),
             ("ExpectColumnValuesToMatchRegex", {"column": "domain", "regex": r"^[A-Za-z][A-Za-z0-9_]*$"}),
         ],

@@ -238,6 +238,32 @@ def prepare_realdata(
     console.print_json(json.dumps(counts, default=str))
 
 
+export_app = typer.Typer(no_args_is_help=True, help="Export cprec's splits for other tools.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("recbole")
+def export_recbole(
+    domain: Annotated[str, typer.Option(help="a downstream domain of the run")],
+    out: Annotated[Path, typer.Option(help="output folder; files go to <out>/<domain>/")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """The domain's split as RecBole atomic files (+ recbole.yaml): RecBole's leave-one-out gives ours."""
+    from cprec_core.export import ExportError
+    from cprec_core.export import export_recbole as export
+
+    cfg = _load(config, overrides)
+    try:
+        result = export(cfg.root, domain, out)
+    except (ExportError, *_user_errors()) as e:
+        _fail(str(e))
+    console.print(
+        f"{result['dir']}: {result['interactions']:,} interactions, {result['items']:,} items; "
+        f"RecBole settings in {result['dir']}/recbole.yaml"
+    )
+
+
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Option(help="output directory")],

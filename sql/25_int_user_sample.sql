@@ -6,7 +6,7 @@
 create or replace table int_events_sampled as
 with
 events as (
-    select domain, user_id, item_id, ts from int_events_dedup
+    select domain, user_id, item_id, ts, source_line from int_events_dedup
 ),
 
 fractions as (
@@ -17,11 +17,11 @@ fractions as (
 ),
 
 kept as (
-    select events.domain, events.user_id, events.item_id, events.ts
+    select events.domain, events.user_id, events.item_id, events.ts, events.source_line
     from events
     left join fractions on fractions.domain = events.domain
     where fractions.fraction is null
         or (md5_number_lower(events.user_id) % 1000000) < round(fractions.fraction * 1000000)
 )
 
-select domain, user_id, item_id, ts from kept;
+select domain, user_id, item_id, ts, source_line from kept;

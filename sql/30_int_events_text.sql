@@ -3,7 +3,7 @@
 create or replace table int_events_text as
 with
 events as (
-    select domain, user_id, item_id, ts from int_events_sampled
+    select domain, user_id, item_id, ts, source_line from int_events_sampled
 ),
 
 usable_items as (
@@ -13,9 +13,9 @@ usable_items as (
 with_text as (
     -- an event whose item has no usable title (or no item record at all) cannot be rendered in
     -- the prompt template, so it is dropped here, before the k-core; 70_fct_stats counts the loss
-    select events.domain, events.user_id, events.item_id, events.ts
+    select events.domain, events.user_id, events.item_id, events.ts, events.source_line
     from events
     join usable_items on usable_items.domain = events.domain and usable_items.item_id = events.item_id
 )
 
-select domain, user_id, item_id, ts from with_text;
+select domain, user_id, item_id, ts, source_line from with_text;

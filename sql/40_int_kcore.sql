@@ -4,7 +4,7 @@
 create or replace table int_kcore as
 with
 events as (
-    select domain, user_id, item_id, ts from int_events_text
+    select domain, user_id, item_id, ts, source_line from int_events_text
 )
 
-select domain, user_id, item_id, ts from events;
+select domain, user_id, item_id, ts, source_line from events;

@@ -3,7 +3,7 @@
 create or replace table fct_events as
 with
 kcore as (
-    select domain, user_id, item_id, ts from int_kcore
+    select domain, user_id, item_id, ts, source_line from int_kcore
 ),
 
 long_enough as (
@@ -15,15 +15,21 @@ long_enough as (
 ),
 
 sequenced as (
-    -- chronological; item_id breaks ties of equal ts so every run gives the same order
-    -- ((domain, user, item, ts) is unique after dedup, so the order is total)
+    -- chronological; events at the same ts keep the raw files' order ($tie_break = 'source_order',
+    -- RecBole's stable sort) or go by item_id ('item_id'); item_id then makes the order total
+    -- ((domain, user, item, ts) is unique after dedup)
     select
         kcore.domain,
         kcore.user_id,
         kcore.item_id,
         kcore.ts,
-        row_number() over (partition by kcore.domain, kcore.user_id order by kcore.ts, kcore.item_id)
-            - 1 as position,
+        row_number() over (
+            partition by kcore.domain, kcore.user_id
+            order by
+                kcore.ts,
+                case when $tie_break = 'source_order' then kcore.source_line end,
+                kcore.item_id
+        ) - 1 as position,
         long_enough.n_events
     from kcore
     join long_enough on long_enough.domain = kcore.domain and long_enough.user_id = kcore.user_id

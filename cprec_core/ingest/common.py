@@ -409,7 +409,9 @@ def ingest_file(
                 error = str(e)
             else:
                 rows.add(
-                    (*row, raw.domain) if raw.table == "interactions" else (row[0], raw.domain, *row[1:])
+                    (*row, rec.line, raw.domain)
+                    if raw.table == "interactions"
+                    else (row[0], raw.domain, *row[1:])
                 )
                 if len(rows) >= cfg.batch_rows:
                     report.kept += flush(rows, write_rows)

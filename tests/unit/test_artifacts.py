@@ -18,6 +18,7 @@ def _events(n: int, domain: str = "Books") -> pa.Table:
             "item_id": [f"i{i % 3}" for i in range(n)],
             "ts": list(range(n)),
             "rating": [None] * n,
+            "source_line": list(range(1, n + 1)),
             "domain": [domain] * n,
         }
     )
@@ -47,7 +48,7 @@ def test_failed_write_leaves_previous_artifact_intact(tmp_path: Path) -> None:
 
 
 def test_schema_drift_is_refused(tmp_path: Path) -> None:
-    bad = _events(2).rename_columns(["user", "item_id", "ts", "rating", "domain"])
+    bad = _events(2).rename_columns(["user", "item_id", "ts", "rating", "source_line", "domain"])
     with pytest.raises(ValueError, match=r"missing \['user_id'\], unexpected \['user'\]"):
         write_table(BRONZE_INTERACTIONS, tmp_path, bad)
 

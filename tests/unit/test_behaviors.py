@@ -9,99 +9,13 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter, defaultdict
-from pathlib import Path
 
-import pyarrow as pa
 import pytest
+from behaviors_fixtures import Event, Item, build, config, events_of, lines, rows
 
-from cprec_core.artifacts import read_manifest, read_table, write_table
-from cprec_core.behaviors import BehaviorsError, behaviors_config_hash, build_behaviors
-from cprec_core.config import BehaviorsConfig, Config, DomainsConfig, DuckDBConfig, PathsConfig
-from cprec_core.schema import (
-    BRONZE_INTERACTIONS,
-    BRONZE_ITEMS,
-    INTERACTIONS_SCHEMA,
-    ITEMS_SCHEMA,
-    SILVER_EVENTS,
-    SILVER_ITEMS,
-    SILVER_MIXED,
-    SILVER_STATS,
-)
-
-Event = tuple[str, str, str, int]  # (domain, user_id, item_id, ts)
-Item = tuple[str, str, str | None, list[str]]  # (domain, item_id, title, categories)
-
-
-def titled(events: list[Event]) -> list[Item]:
-    """One item record with a usable title for every item the events mention."""
-    pairs = sorted({(d, i) for d, _, i, _ in events})
-    return [(d, i, f"Title of {i}", ["Root", f"Leaf {i}"]) for d, i in pairs]
-
-
-def build(
-    root: Path,
-    events: list[Event],
-    items: list[Item] | None = None,
-    pretrain: tuple[str, ...] = ("A",),
-    downstream: tuple[str, ...] = (),
-    k_core: int = 1,
-    min_sequence_len: int = 3,
-    threads: int = 1,
-    progress: bool = False,
-    user_fraction: dict[str, float] | None = None,
-) -> dict:
-    """Write bronze from tuples, run build_behaviors on it, return its result dict."""
-    items = titled(events) if items is None else items
-    d, u, i, t = (list(c) for c in zip(*events, strict=True))
-    write_table(
-        BRONZE_INTERACTIONS,
-        root,
-        pa.table(
-            {"user_id": u, "item_id": i, "ts": t, "rating": [None] * len(t), "domain": d},
-            schema=INTERACTIONS_SCHEMA,
-        ),
-    )
-    dom, item, title, cats = (list(c) for c in zip(*items, strict=True))
-    n = len(item)
-    write_table(
-        BRONZE_ITEMS,
-        root,
-        pa.table(
-            {"item_id": item, "domain": dom, "title": title, "categories": cats}
-            | {"description": [None] * n, "extra": ["{}"] * n},
-            schema=ITEMS_SCHEMA,
-        ),
-    )
-    cfg = config(root, pretrain, downstream, k_core, min_sequence_len, threads, user_fraction or {})
-    return build_behaviors(cfg, progress)
-
-
-def config(
-    root, pretrain, downstream=(), k_core=1, min_sequence_len=3, threads=1, user_fraction=None
-) -> Config:
-    return Config(
-        paths=PathsConfig(root=root),
-        domains=DomainsConfig(pretrain=list(pretrain), downstream=list(downstream)),
-        behaviors=BehaviorsConfig(
-            k_core=k_core,
-            min_sequence_len=min_sequence_len,
-            user_fraction=user_fraction or {},
-            duckdb=DuckDBConfig(memory_limit="256MB", threads=threads),
-        ),
-    )
-
-
-def rows(artifact, root: Path) -> list[tuple]:
-    """An artifact's rows as sorted tuples in schema column order."""
-    table = read_table(artifact, root)
-    return sorted(zip(*(table[c].to_pylist() for c in artifact.schema.names), strict=True))
-
-
-def events_of(root: Path) -> list[tuple]:
-    return rows(SILVER_EVENTS, root)  # (domain, user_id, position, item_id, ts, split)
-
-
-# --- 20_int_dedup ---------------------------------------------------------------------------------
+from cprec_core.artifacts import read_manifest
+from cprec_core.behaviors import BehaviorsError, behaviors_config_hash
+from cprec_core.schema import SILVER_EVENTS, SILVER_ITEMS, SILVER_MIXED, SILVER_STATS
 
 
 def test_dedupe_collapses_exact_duplicates_and_keeps_repeat_purchases(tmp_path):
@@ -226,23 +140,33 @@ def test_kcore_is_iterative_where_one_pass_is_not_enough(tmp_path):
 # --- 50_fct_events ----------------------------------------------------------------------------------
 
 
-def test_sequences_are_chronological_with_item_id_tie_break_and_leave_one_out(tmp_path):
-    # u1: c@50, b@100, a@100, d@200 -> ts order with item_id breaking the tie at 100:
-    #   c (0, train), a (1, train), b (2, valid), d (3, test)
+@pytest.mark.parametrize(
+    ("tie_break", "order"),
+    [("source_order", ["c", "b", "a", "d"]), ("item_id", ["c", "a", "b", "d"])],
+)
+def test_sequences_are_chronological_with_the_tie_break_rule_and_leave_one_out(tmp_path, tie_break, order):
+    # u1's file lines: b@100, a@100, c@50, d@200. In time: c first, d last; b and a share ts 100:
+    #   source_order keeps the file's order (b, line 1, before a, line 2): c, b, a, d;
+    #   item_id puts a before b:                                              c, a, b, d.
+    # Either way: positions 0, 1 train, 2 valid, 3 test.
     # u2: 2 events < min_sequence_len 3 -> dropped from A (but counted at the kcore step).
     events = [("A", "u1", "b", 100), ("A", "u1", "a", 100), ("A", "u1", "c", 50), ("A", "u1", "d", 200)]
     events += [("A", "u2", "a", 1), ("A", "u2", "b", 2)]
-    result = build(tmp_path, events)
-    assert events_of(tmp_path) == [
-        ("A", "u1", 0, "c", 50, "train"),
-        ("A", "u1", 1, "a", 100, "train"),
-        ("A", "u1", 2, "b", 100, "valid"),
-        ("A", "u1", 3, "d", 200, "test"),
-    ]
+    result = build(tmp_path, events, tie_break=tie_break)
+    ts = {"a": 100, "b": 100, "c": 50, "d": 200}
+    splits = ["train", "train", "valid", "test"]
+    assert events_of(tmp_path) == [("A", "u1", p, i, ts[i], splits[p]) for p, i in enumerate(order)]
     assert result["counts"]["A"]["kcore"]["n_users"] == 2
     assert result["counts"]["A"]["sequences"] == {"n_users": 1, "n_items": 4, "n_events": 4}
     # the catalogue holds exactly the items of the final sequences
     assert [r[1] for r in rows(SILVER_ITEMS, tmp_path)] == ["a", "b", "c", "d"]
+
+
+def test_a_duplicate_event_keeps_its_first_line(tmp_path):
+    # x@5 is logged on lines 1 and 4; y@5 on line 2: the duplicate's first line (1) puts x before y
+    events = [("A", "u1", "x", 5), ("A", "u1", "y", 5), ("A", "u1", "z", 9), ("A", "u1", "x", 5)]
+    build(tmp_path, events)
+    assert [e[3] for e in events_of(tmp_path)] == ["x", "y", "z"]
 
 
 # --- 60_fct_mixed -----------------------------------------------------------------------------------
@@ -316,6 +240,9 @@ def random_bronze(seed: int = 7) -> tuple[list[Event], list[Item]]:
 def reference(events, items, k, min_len, pretrain):
     """A plain-Python statement of the semantics, independent of the SQL."""
     has_text = {(d, i) for d, i, title, _ in items if title is not None and len(title.strip()) >= 3}
+    first_line: dict[tuple, int] = {}
+    for e, line in zip(events, lines(events), strict=True):
+        first_line.setdefault(e, line)  # a duplicate keeps its first line
     kept = {e for e in set(events) if (e[0], e[2]) in has_text}
     while True:
         users, items_n = Counter((d, u) for d, u, _, _ in kept), Counter((d, i) for d, _, i, _ in kept)
@@ -325,12 +252,12 @@ def reference(events, items, k, min_len, pretrain):
         kept = core
     seqs = defaultdict(list)
     for d, u, i, t in kept:
-        seqs[(d, u)].append((t, i))
+        seqs[(d, u)].append((t, first_line[(d, u, i, t)], i))  # time, then the raw order
     out = []
     for (d, u), seq in seqs.items():
         if len(seq) >= min_len:
             n = len(seq)
-            for p, (t, i) in enumerate(sorted(seq)):
+            for p, (t, _, i) in enumerate(sorted(seq)):
                 out.append((d, u, p, i, t, "test" if p == n - 1 else "valid" if p == n - 2 else "train"))
     by_user = defaultdict(list)
     for d, u, p, i, t, s in out:

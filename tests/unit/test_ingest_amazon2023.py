@@ -32,11 +32,32 @@ def test_reviews_good_and_bad_lines() -> None:
     # 16 lines: 1-3 valid, 4-16 each broken in one way (see the fixture, line by line)
     assert (report.rows_in, report.kept, report.quarantined) == (16, 3, 13)
     assert rows == [
-        {"user_id": "U1", "item_id": "B1", "ts": 1550000000, "rating": 5.0, "domain": "Books"},
+        {
+            "user_id": "U1",
+            "item_id": "B1",
+            "ts": 1550000000,
+            "rating": 5.0,
+            "source_line": 1,
+            "domain": "Books",
+        },
         # 1550000100999 ms → 1550000100 s (floor)
-        {"user_id": "U1", "item_id": "B2", "ts": 1550000100, "rating": 4.0, "domain": "Books"},
+        {
+            "user_id": "U1",
+            "item_id": "B2",
+            "ts": 1550000100,
+            "rating": 4.0,
+            "source_line": 2,
+            "domain": "Books",
+        },
         # an integer user id is kept as the string "42"; a null rating stays null
-        {"user_id": "42", "item_id": "B1", "ts": 1550000200, "rating": None, "domain": "Books"},
+        {
+            "user_id": "42",
+            "item_id": "B1",
+            "ts": 1550000200,
+            "rating": None,
+            "source_line": 3,
+            "domain": "Books",
+        },
     ]
     reasons = {r["line"]: r["reason"] for r in bad}
     assert reasons == {

@@ -22,6 +22,7 @@ def _events(ts: list[int], ratings: list[float | None]) -> pa.Table:
             "item_id": ["i"] * n,
             "ts": ts,
             "rating": ratings,
+            "source_line": list(range(1, n + 1)),
             "domain": ["Books"] * n,
         }
     )
