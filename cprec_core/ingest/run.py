@@ -98,6 +98,11 @@ def _previous(root: Path, refreshed: set[str], cfg: IngestConfig) -> list[dict[s
         raise IngestError(
             f"incremental ingest needs complete bronze artifacts: {e}; run a full ingest"
         ) from None
+    if manifest.schema != BRONZE_INTERACTIONS.schema.to_string(show_schema_metadata=False):
+        raise IngestError(
+            f"{BRONZE_INTERACTIONS.path(root)} was written with another schema (an older cprec: e.g. "
+            "without source_line): run a full ingest (domains=None) before refreshing single domains"
+        )
     if manifest.extra.get("validity") != validity(cfg):
         raise IngestError(
             f"bronze was ingested with {manifest.extra.get('validity')}, now {validity(cfg)}: "

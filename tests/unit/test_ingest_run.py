@@ -118,3 +118,17 @@ def test_no_raw_files_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
     with pytest.raises(IngestError, match=r"no raw files found in ingest.sources \[amazon2023:"):
         run_ingest(_cfg(tmp_path))
+
+
+def test_refresh_refuses_bronze_of_an_older_schema(tmp_path: Path) -> None:
+    import json
+
+    _write_raw(tmp_path / "raw")
+    cfg = _cfg(tmp_path)
+    run_ingest(cfg)
+    manifest_path = BRONZE_INTERACTIONS.path(cfg.root) / "_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["schema"] = manifest["schema"].replace("source_line: int64\n", "")  # as an older cprec wrote it
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(IngestError, match="another schema .* run a full ingest"):
+        run_ingest(cfg, domains=["Toys"])
