@@ -452,6 +452,19 @@ class EvaluateConfig(Section):
     alpha: float = Field(0.05, gt=0, lt=1)
 
 
+class RecommendConfig(Section):
+    variant: str = Field(
+        "best",
+        description="the fine-tuned variant to serve; best = the highest mean valid NDCG@10 (never test)",
+    )
+    top_k: int = Field(10, ge=1, le=1000, description="items recommended per user")
+
+    @field_validator("variant")
+    @classmethod
+    def _variant(cls, v: str) -> str:
+        return v if v == "best" else check_variant(v)
+
+
 class ExperimentConfig(Section):
     cpt_seeds: list[int] = Field(
         default=[0],
@@ -508,6 +521,7 @@ class Config(Section):
     cpt: CPTConfig = CPTConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    recommend: RecommendConfig = RecommendConfig()
     experiment: ExperimentConfig = ExperimentConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
 
@@ -520,6 +534,15 @@ class Config(Section):
         if layers is not None and ft.train_top_layers > layers:
             raise ValueError(
                 f"finetune.train_top_layers={ft.train_top_layers} exceeds the base model's {layers} layers"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _served_variant_is_trained(self) -> Config:
+        variant = self.recommend.variant
+        if variant != "best" and variant not in self.finetune.variants:
+            raise ValueError(
+                f"recommend.variant={variant!r} is not in finetune.variants {self.finetune.variants}"
             )
         return self
 

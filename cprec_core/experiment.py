@@ -105,7 +105,7 @@ ARM_CLAIM_TEXT = {
     "2": "Mixed sequences add to domain-only sequences",
     "3": "WSA beats a plain cosine schedule for CPT",
 }
-DATA_STAGES = ("ingest", "behaviors", "corpus", "pack")
+PIPELINE = tuple(s for s in STAGES if s != "recommend")  # an experiment measures; it serves nothing
 
 
 class ExperimentError(ValueError):
@@ -119,7 +119,7 @@ class PlannedRun:
     arm: str
     cpt_seed: int | None  # None: the run of the variants that do not depend on CPT
     overrides: tuple[str, ...] = ()
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = PIPELINE
 
 
 def arm_variant(variant: str, arm: str) -> str:
@@ -167,7 +167,7 @@ def plan(cfg: Config, arms: list[str]) -> list[PlannedRun]:
             "main",
             None,
             (f"name={cfg.name}-base", f"finetune.variants=[{','.join(fixed)}]"),
-            tuple(s for s in STAGES if s != "cpt"),
+            tuple(s for s in PIPELINE if s != "cpt"),
         )
     ]
     for arm in ["main", *[a for a in ABLATIONS if a in arms]]:
@@ -184,7 +184,7 @@ def plan(cfg: Config, arms: list[str]) -> list[PlannedRun]:
                 overrides += [f"model.path={base_model_dir(cfg).resolve()}", ABLATIONS[arm].override]
                 if ABLATIONS[arm].own_corpus:
                     overrides.append(f"paths.root={(cfg.root / 'ablations' / arm).resolve()}")
-                    stages = STAGES
+                    stages = PIPELINE
             runs.append(PlannedRun(arm, seed, tuple(overrides), stages))
     return runs
 

@@ -261,6 +261,26 @@ REPORT_PER_USER = Artifact(
     ("domain", "variant", "seed", "user_id"),
 )
 
+# Lives inside a per-run directory: pass <root>/serving/<run> as `root`.
+GOLD_RECOMMENDATIONS = Artifact(
+    "gold.recommendations",
+    "recommendations",
+    pa.schema(
+        [
+            ("domain", pa.string()),
+            ("user_id", pa.string()),
+            ("rank", pa.int32()),  # 1 = best
+            ("item_id", pa.string()),  # never an item of the user's history
+            ("score", pa.float64()),
+            ("variant", pa.string()),  # the fine-tuned variant that scored it
+            ("model_fingerprint", pa.string()),  # hash of the served weights
+        ]
+    ),
+    "one row per (domain, user, rank)",
+    ("domain", "user_id", "rank"),
+    partition="domain",
+)
+
 ALL_ARTIFACTS = (
     BRONZE_INTERACTIONS,
     BRONZE_ITEMS,

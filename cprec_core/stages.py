@@ -23,6 +23,7 @@ from cprec_core.schema import (
     GOLD_CORPUS,
     GOLD_PACKED,
     GOLD_PROBE,
+    GOLD_RECOMMENDATIONS,
     QUARANTINE,
     SILVER_EVENTS,
     SILVER_ITEMS,
@@ -30,7 +31,16 @@ from cprec_core.schema import (
     SILVER_STATS,
 )
 
-STAGES: tuple[str, ...] = ("ingest", "behaviors", "corpus", "pack", "cpt", "finetune", "evaluate")
+STAGES: tuple[str, ...] = (
+    "ingest",
+    "behaviors",
+    "corpus",
+    "pack",
+    "cpt",
+    "finetune",
+    "evaluate",
+    "recommend",
+)
 
 
 def cpt_dir(cfg: Config) -> Path:
@@ -46,6 +56,11 @@ def base_model_dir(cfg: Config) -> Path:
 def report_dir(cfg: Config) -> Path:
     """Where the evaluation report of this run lives."""
     return cfg.root / "reports" / cfg.name
+
+
+def serving_dir(cfg: Config) -> Path:
+    """Where this run's recommendations live (GOLD_RECOMMENDATIONS under it)."""
+    return cfg.root / "serving" / cfg.name
 
 
 @dataclass(frozen=True)
@@ -104,6 +119,17 @@ SPECS: dict[str, StageSpec] = {
         lambda cfg: [cfg.root / "models" / "rec" / cfg.name],
         lambda cfg: [report_dir(cfg)],
         ("evaluate", "finetune", "domains"),
+        per_run=True,
+    ),
+    "recommend": StageSpec(
+        "recommend",
+        lambda cfg: [
+            cfg.root / "models" / "rec" / cfg.name,
+            SILVER_EVENTS.path(cfg.root),
+            SILVER_ITEMS.path(cfg.root),
+        ],
+        lambda cfg: [GOLD_RECOMMENDATIONS.path(serving_dir(cfg))],
+        ("recommend", "finetune", "domains"),
         per_run=True,
     ),
 }

@@ -115,6 +115,12 @@ def _expectations(artifact: str, params: dict[str, Any]) -> list[tuple[str, dict
             *[(not_null, {"column": c}) for c in ("user_id", "domain", "item_id", "ts")],
             (between, {"column": "position", "min_value": 0}),
         ],
+        "gold.recommendations": [
+            *[(not_null, {"column": c}) for c in ("domain", "user_id", "item_id", "score", "variant")],
+            (between, {"column": "rank", "min_value": 1, "max_value": params.get("top_k")}),
+            ("ExpectCompoundColumnsToBeUnique", {"column_list": ["domain", "user_id", "rank"]}),
+            ("ExpectCompoundColumnsToBeUnique", {"column_list": ["domain", "user_id", "item_id"]}),
+        ],
         "gold.corpus": corpus,
         "gold.probe": corpus,
         "gold.packed": [

@@ -238,6 +238,64 @@ def prepare_realdata(
     console.print_json(json.dumps(counts, default=str))
 
 
+@app.command()
+def recommend(
+    domain: Annotated[str, typer.Option(help="a downstream domain of the run")],
+    user: Annotated[str | None, typer.Option(help="a user id: their history and top-K")] = None,
+    sessions: Annotated[
+        Path | None, typer.Option(help='JSON lines, each {"items": [item ids in time order]}: top-K for each')
+    ] = None,
+    k: Annotated[int | None, typer.Option(help="items per user (default recommend.top_k)")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Recommendations: a known user's (from the recommend stage) or new sessions' (scored now)."""
+    from cprec_core.artifacts import read_table
+    from cprec_core.rec.data import DomainDataError, load_domain
+    from cprec_core.recommend import RecommendError, read_sessions, recommend_sessions
+    from cprec_core.schema import GOLD_RECOMMENDATIONS
+    from cprec_core.stages import base_model_dir, cpt_dir, serving_dir
+
+    cfg = _load(config, overrides)
+    if (user is None) == (sessions is None):
+        _fail("give exactly one of --user or --sessions")
+    try:
+        data = load_domain(cfg.root, domain)
+        titles = dict(zip(data.item_ids, data.titles, strict=True))
+        if user is not None:
+            recs = read_table(GOLD_RECOMMENDATIONS, serving_dir(cfg)).to_pandas()
+            mine = recs[(recs.domain == domain) & (recs.user_id == user)].sort_values("rank")
+            if mine.empty or user not in data.user_ids:
+                raise RecommendError(
+                    f"user {user!r} has no recommendations in {domain} (run the recommend stage)"
+                )
+            u = data.user_ids.index(user)
+            history = [*data.train[u].tolist(), int(data.valid_target[u]), int(data.test_target[u])]
+            console.print(f"[bold]{user}[/] in {domain}, history ({len(history)} items, oldest first):")
+            for i in history:
+                console.print(f"  {data.item_ids[i]}  {titles[data.item_ids[i]]}", highlight=False)
+            console.print(
+                f"[bold]top {len(mine)}[/] ({mine.variant.iloc[0]}, model {mine.model_fingerprint.iloc[0]}):"
+            )
+            for row in mine.head(k or len(mine)).itertuples():
+                console.print(
+                    f"  {row.rank:>3}. {row.item_id}  {titles[row.item_id]}  ({row.score:.4f})",
+                    highlight=False,
+                )
+            return
+        ranked = recommend_sessions(
+            cfg, domain, read_sessions(sessions), cpt_dir(cfg), base_model_dir(cfg), k
+        )
+    except (RecommendError, DomainDataError, *_user_errors()) as e:
+        _fail(str(e))
+    for n, items in enumerate(ranked):
+        print(
+            json.dumps(
+                {"session": n, "items": [{"item_id": i, "title": titles[i], "score": s} for i, s in items]}
+            )
+        )
+
+
 export_app = typer.Typer(no_args_is_help=True, help="Export cprec's splits for other tools.")
 app.add_typer(export_app, name="export")
 

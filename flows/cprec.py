@@ -24,6 +24,7 @@ from tasks.evaluate import evaluate
 from tasks.finetune import finetune
 from tasks.ingest import ingest
 from tasks.pack import pack
+from tasks.recommend import recommend
 
 TASKS = {
     "ingest": ingest,
@@ -33,6 +34,7 @@ TASKS = {
     "cpt": cpt,
     "finetune": finetune,
     "evaluate": evaluate,
+    "recommend": recommend,
 }
 GPU_STAGES = ("cpt", "finetune")
 

@@ -43,6 +43,7 @@ def suite_params(cfg: Config) -> dict[str, Any]:
         "min_title_chars": cfg.behaviors.min_title_chars,
         "max_items": cfg.corpus.max_items,
         "seq_len": cfg.pack.seq_len,
+        "top_k": cfg.recommend.top_k,
     }
 
 
@@ -79,9 +80,11 @@ class StageRun:
         self.logger = get_run_logger()
         self.progress = sys.stdout.isatty()
 
-    def validate(self, artifact: Artifact) -> None:
-        """Run the artifact's GX suite; publish the result; fail the task on a broken expectation."""
-        report = validate_artifact(artifact, self.cfg.root, suite_params(self.cfg), raise_on_failure=False)
+    def validate(self, artifact: Artifact, root: Path | None = None) -> None:
+        """Run the artifact's GX suite (under `root`, default the run root); publish the result; fail
+        the task on a broken expectation."""
+        where = self.cfg.root if root is None else root
+        report = validate_artifact(artifact, where, suite_params(self.cfg), raise_on_failure=False)
         self.publish(f"validation-{artifact.name}", report.to_markdown(), f"GX suite of {artifact.name}")
         if not report.success:
             raise RuntimeError(report.failure_message())

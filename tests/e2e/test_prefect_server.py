@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-STAGES = ("ingest", "behaviors", "corpus", "pack", "cpt", "finetune", "evaluate")
-STAGE_DEPLOYMENTS = ("ingest", "behaviors", "corpus", "cpt", "finetune", "evaluate")
+STAGES = ("ingest", "behaviors", "corpus", "pack", "cpt", "finetune", "evaluate", "recommend")
+STAGE_DEPLOYMENTS = ("ingest", "behaviors", "corpus", "cpt", "finetune", "evaluate", "recommend")
 SMALL = [  # the demo, shrunk so that every stage runs in a few minutes on 2 cores
     "synth.n_users=150",
     "synth.n_items_per_domain=40",
@@ -151,6 +151,18 @@ def test_deployment_run_then_stage_rerun_hits_upstream_cache(server: dict[str, s
             assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
             cached = dict.fromkeys(("ingest", "behaviors", "corpus"), "Cached")
             assert task_states_of_run(env, second.stdout) == cached
+            served = cli(
+                env,
+                "deployment",
+                "run",
+                "cprec/recommend",
+                "--params",
+                json.dumps({**full, "stages": ["recommend"]}),
+                "--watch",
+            )
+            assert served.returncode == 0, served.stdout[-4000:] + served.stderr[-4000:]
+            assert task_states_of_run(env, served.stdout) == {"recommend": "Cached"}
+            check_recommendations(root)
             artifacts = cli(env, "artifact", "ls")
             for key in ("demo-validation-gold-corpus", "demo-cpt-summary", "demo-report"):
                 assert key in artifacts.stdout, artifacts.stdout
@@ -175,3 +187,17 @@ def task_states_of_run(env: dict[str, str], run_output: str) -> dict[str, str]:
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def check_recommendations(root: Path) -> None:
+    """Top-10 per user of the held-out domain, never an item of the user's history."""
+    from cprec_core.artifacts import read_table
+    from cprec_core.schema import GOLD_RECOMMENDATIONS, SILVER_EVENTS
+
+    recs = read_table(GOLD_RECOMMENDATIONS, root / "serving" / "demo").to_pandas()
+    events = read_table(SILVER_EVENTS, root).to_pandas()
+    events = events[events.domain == "Grocery"]
+    assert set(recs.domain) == {"Grocery"} and recs.user_id.nunique() == events.user_id.nunique()
+    assert (recs.groupby("user_id")["rank"].max() == 10).all()
+    seen = set(zip(events.user_id, events.item_id, strict=True))
+    assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id, strict=True))
