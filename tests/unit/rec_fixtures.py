@@ -139,3 +139,12 @@ def tiny_config(root: Path, **finetune: object) -> Config:
 
 def corpus_texts(n_items: int = 30) -> list[str]:
     return [f"Item: {item_title(i)} (snacks)" for i in range(n_items)] * 3
+
+
+class NoTestMetrics(dict):
+    """A results dict whose test metrics may not be read: a choice made on it used valid only."""
+
+    def __getitem__(self, key: str) -> object:
+        if key.startswith("test"):
+            raise AssertionError(f"a choice read the test metric {key!r}")
+        return super().__getitem__(key)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from rec_fixtures import DOMAIN, build_tiny_lm, corpus_texts, tiny_config, write_silver
 
 from cprec_core.artifacts import ArtifactError, read_table, verify
@@ -15,13 +14,7 @@ from cprec_core.evaluate import claim_plan, cut_short, evaluate_run, significanc
 from cprec_core.rec.finetune import finetune_run
 from cprec_core.schema import REPORT_METRICS, REPORT_PER_USER
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: exact, repeatable numbers
 
 
 def test_significance_averages_seeds_per_user_then_pairs_users() -> None:

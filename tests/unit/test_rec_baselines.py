@@ -17,13 +17,7 @@ from cprec_core.rec.ranking import rank_users
 from cprec_core.rec.zero_shot import zero_shot_score_fn
 from cprec_core.schema import REC_RANKS
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: exact, repeatable numbers
 
 
 def test_popularity_on_a_hand_made_case(tmp_path: Path) -> None:

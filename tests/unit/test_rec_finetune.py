@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from rec_fixtures import DOMAIN, build_tiny_lm, corpus_texts, tiny_config, write_silver
+from rec_fixtures import DOMAIN, NoTestMetrics, build_tiny_lm, corpus_texts, tiny_config, write_silver
 
 from cprec_core.artifacts import read_table, verify
 from cprec_core.rec.finetune import (
@@ -22,13 +22,7 @@ from cprec_core.rec.finetune import (
 from cprec_core.rec.train import Interrupted
 from cprec_core.schema import REC_RANKS
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: exact, repeatable numbers
 
 
 @pytest.fixture(scope="module")
@@ -167,16 +161,10 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
 
 
 def test_selection_reads_valid_only() -> None:
-    class TestIsSecret(dict):
-        def __getitem__(self, key: str) -> object:
-            if key.startswith("test"):
-                raise AssertionError("selection read a test metric")
-            return super().__getitem__(key)
-
     tried = [
-        ({"item_pooling": "mean"}, TestIsSecret(valid={"NDCG@10": 0.30}, test={"NDCG@10": 0.9})),
-        ({"item_pooling": "layers"}, TestIsSecret(valid={"NDCG@10": 0.35}, test={"NDCG@10": 0.1})),
-        ({"item_pooling": "last"}, TestIsSecret(valid={"NDCG@10": 0.35}, test={"NDCG@10": 0.2})),
+        ({"item_pooling": "mean"}, NoTestMetrics(valid={"NDCG@10": 0.30}, test={"NDCG@10": 0.9})),
+        ({"item_pooling": "layers"}, NoTestMetrics(valid={"NDCG@10": 0.35}, test={"NDCG@10": 0.1})),
+        ({"item_pooling": "last"}, NoTestMetrics(valid={"NDCG@10": 0.35}, test={"NDCG@10": 0.2})),
     ]
     assert select_on_valid(tried) == {"item_pooling": "layers"}  # best valid; the first of a tie
 

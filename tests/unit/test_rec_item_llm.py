@@ -22,12 +22,7 @@ TEXTS = ["product 1 (snacks)", "product 22", "product 10 (snacks)", "product 3"]
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: exact, repeatable numbers
 
 
 @pytest.fixture(scope="module")

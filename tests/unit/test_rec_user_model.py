@@ -11,13 +11,7 @@ from rec_fixtures import tiny_config
 from cprec_core.rec.item_encoder import IdItemEncoder
 from cprec_core.rec.user_model import SequenceRecommender, draw_negatives, infonce_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: exact, repeatable numbers
 
 
 def _model(n_items: int = 6, **ft: object) -> SequenceRecommender:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from rec_fixtures import DOMAIN, build_tiny_lm, corpus_texts, tiny_config, write_silver
+from rec_fixtures import DOMAIN, NoTestMetrics, build_tiny_lm, corpus_texts, tiny_config, write_silver
 
 from cprec_core.artifacts import read_table, verify
 from cprec_core.rec.data import load_domain
@@ -26,13 +25,7 @@ from cprec_core.recommend import (
 from cprec_core.schema import GOLD_RECOMMENDATIONS, REC_RANKS
 from cprec_core.stages import serving_dir
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: exact, repeatable numbers
 
 
 def test_top_k_skips_the_history_breaks_ties_by_index_and_pads_when_items_run_out() -> None:
@@ -45,14 +38,8 @@ def test_top_k_skips_the_history_breaks_ties_by_index_and_pads_when_items_run_ou
 
 
 def test_the_served_run_is_the_best_variant_on_valid_then_its_best_seed() -> None:
-    class TestIsSecret(dict):
-        def __getitem__(self, key: str) -> object:
-            if key.startswith("test"):
-                raise AssertionError("the choice read a test metric")
-            return super().__getitem__(key)
-
-    def run(variant: str, seed: int, valid: float) -> TestIsSecret:
-        return TestIsSecret(
+    def run(variant: str, seed: int, valid: float) -> NoTestMetrics:
+        return NoTestMetrics(
             domain="D", variant=variant, seed=seed, valid={"NDCG@10": valid}, test={"NDCG@10": 1}
         )
 
