@@ -1,8 +1,9 @@
 """Benchmark 1: the behaviors stage (DuckDB SQL) vs pandas and Polars (lazy) doing the same work.
 
 Every contender reads the same bronze Parquet (bench/data.py) and produces silver.events by the
-rules of sql/20-50: exact duplicates collapsed (each keeps its first raw line); an item's last
-bronze record wins and it has text only when its trimmed title has >= min_title_chars characters;
+rules of sql/11-50: exact duplicates collapsed (each keeps its first raw line); an item's most
+complete bronze record wins (a usable title, then a category, then a description; the last one of
+equally complete records) and it has text only when its trimmed title has >= min_title_chars characters;
 events of items without text are dropped; an iterative per-domain k-core on event counts of users
 and items, to its fixed point; (domain, user) sequences of >= min_sequence_len events, ordered by
 (ts, source_line, item_id), positions from 0, last = test, second last = valid, rest = train. The
@@ -75,10 +76,14 @@ def run_pandas(root: str, out: str) -> dict[str, Any]:
     ev = pd.concat([pd.read_parquet(f, columns=EVENT_COLS) for f in files], ignore_index=True)
     ev = ev[ev["domain"].isin(DOMAINS)].groupby(EVENT_KEY, as_index=False)["source_line"].min()
     item_files = parquet_files(BRONZE_ITEMS, Path(root))
-    items = pd.concat(
-        [pd.read_parquet(f, columns=["domain", "item_id", "title"]) for f in item_files], ignore_index=True
-    )
-    items = items.drop_duplicates(["domain", "item_id"], keep="last")
+    cols = ["domain", "item_id", "title", "categories", "description"]
+    items = pd.concat([pd.read_parquet(f, columns=cols) for f in item_files], ignore_index=True)
+    has_title = items["title"].str.strip().str.len().fillna(0) >= r["min_title_chars"]
+    has_category = items["categories"].map(lambda cs: any(c.strip() for c in cs) if cs is not None else False)
+    has_description = items["description"].str.strip().str.len().fillna(0) > 0
+    items["completeness"] = 4 * has_title + 2 * has_category + has_description
+    items["row"] = np.arange(len(items))  # files in manifest order: a later row is a later record
+    items = items.sort_values(["completeness", "row"]).drop_duplicates(["domain", "item_id"], keep="last")
     usable = items[items["title"].str.strip().str.len().fillna(0) >= r["min_title_chars"]]
     ev = ev.merge(usable[["domain", "item_id"]], on=["domain", "item_id"])
     passes = 0
@@ -114,9 +119,18 @@ def run_polars(root: str, out: str) -> dict[str, Any]:
     )
     items = (
         pl.scan_parquet(parquet_files(BRONZE_ITEMS, Path(root)))  # files in manifest order
-        .select("domain", "item_id", "title")
+        .select("domain", "item_id", "title", "categories", "description")
         .with_row_index("row")
-        .filter(pl.col("row") == pl.col("row").max().over("domain", "item_id"))  # last record wins
+        .with_columns(
+            completeness=4
+            * (pl.col("title").str.strip_chars().str.len_chars().fill_null(0) >= r["min_title_chars"])
+            + 2
+            * pl.col("categories").list.eval(pl.element().str.strip_chars() != "").list.any().fill_null(False)
+            + (pl.col("description").str.strip_chars().str.len_chars().fill_null(0) > 0)
+        )
+        .sort("completeness", "row")  # the most complete record, then the last, wins
+        .group_by("domain", "item_id")
+        .last()
         .filter(pl.col("title").str.strip_chars().str.len_chars().fill_null(0) >= r["min_title_chars"])
         .select("domain", "item_id")
     )

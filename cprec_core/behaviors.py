@@ -122,8 +122,18 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
             with timed(name):
                 sql.run(con, name, params)
         counts = _counts(con)
+        _check_no_domain_lost(con, cfg, counts)
         dropped = {d: c["sample"]["n_events"] - c["text"]["n_events"] for d, c in counts.items()}
-        extra = {"kcore_iterations": iterations, "dropped_without_text": dropped, "inputs": inputs}
+        duplicates = {
+            r["domain"]: {k: r[k] for k in ("n_items_with_duplicates", "n_records_set_aside")}
+            for r in sql.query(con, "13_stg_item_duplicates").to_pylist()
+        }
+        extra = {
+            "kcore_iterations": iterations,
+            "dropped_without_text": dropped,
+            "duplicate_item_records": duplicates,
+            "inputs": inputs,
+        }
         manifests = {}
         for table, artifact in OUTPUTS:
             with timed(f"write {artifact.name}"):
@@ -132,6 +142,7 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
         "counts": counts,
         "kcore_iterations": iterations,
         "dropped_without_text": dropped,
+        "duplicate_item_records": duplicates,
         "fingerprints": {name: m.fingerprint for name, m in manifests.items()},
         "rows": {name: m.rows for name, m in manifests.items()},
         "config_hash": cfg_hash,
@@ -165,6 +176,51 @@ def _check_coverage(con: duckdb.DuckDBPyConnection, root: Path) -> None:
                 )
     if problems:
         raise BehaviorsError("; ".join(problems))
+
+
+STEP_ORDER = ("bronze", "dedup", "sample", "text", "kcore", "sequences")
+
+
+def _why_lost(con: duckdb.DuckDBPyConnection, cfg: Config, domain: str, step: str, before: dict) -> str:
+    """What the step that emptied a domain did to it, and the setting or field to look at."""
+    b = cfg.behaviors
+    if step == "sample":
+        share = b.user_fraction.get(domain)
+        return f"behaviors.user_fraction={share} kept too few of its {before['n_users']:,} users"
+    if step == "text":
+        row = next(r for r in sql.query(con, "14_stg_item_fields").to_pylist() if r["domain"] == domain)
+        if row["n_without_title"] == row["n_items"]:
+            present = ", ".join(row["fields_present"]) or "none besides the id"
+            cause = f"no title field; fields present: {present}; map one with ingest.sources[].fields.title"
+        else:
+            cause = f"titles shorter than behaviors.min_title_chars={b.min_title_chars}"
+        return f"{row['n_items']:,} items, {row['n_with_text']:,} with text ({cause})"
+    if step == "kcore":
+        return f"no user and item keep behaviors.k_core={b.k_core} events of {before['n_events']:,}"
+    return f"no user has behaviors.min_sequence_len={b.min_sequence_len} events of {before['n_events']:,}"
+
+
+def _check_no_domain_lost(con: duckdb.DuckDBPyConnection, cfg: Config, counts: dict) -> None:
+    """Fail, naming the step and why, when a configured domain ends below the configured minimum."""
+    b = cfg.behaviors
+    for domain in cfg.all_domains:
+        steps = counts.get(domain, {})
+        low = [
+            s
+            for s in STEP_ORDER
+            if s in steps
+            and (steps[s]["n_events"] < b.min_domain_events or steps[s]["n_users"] < b.min_domain_users)
+        ]
+        if not low or low[0] in ("bronze", "dedup"):  # _check_coverage names a domain without bronze
+            continue
+        step = low[0]
+        before = steps[STEP_ORDER[STEP_ORDER.index(step) - 1]]
+        role = "downstream" if domain in cfg.domains.downstream else "pretrain"
+        raise BehaviorsError(
+            f"domains.{role}: domain {domain}: the {step} step left {steps[step]['n_events']:,} events of "
+            f"{steps[step]['n_users']:,} users (behaviors.min_domain_events={b.min_domain_events}, "
+            f"min_domain_users={b.min_domain_users}): {_why_lost(con, cfg, domain, step, before)}"
+        )
 
 
 def _kcore(con: duckdb.DuckDBPyConnection, k: int) -> int:

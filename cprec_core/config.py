@@ -78,6 +78,7 @@ class SynthConfig(Section):
     _check_domains = field_validator("domains")(lambda v: [check_domain_name(d) for d in v])
 
 
+CanonicalField = Literal["user", "item", "timestamp", "rating", "title", "categories", "description"]
 IngestFormat = Literal["amazon2023", "amazon2014", "recbole", "generic", "synthetic"]
 
 
@@ -90,6 +91,11 @@ class SourceConfig(Section):
     domains: list[str] | None = Field(None, description="domains to read; None = every one found")
     rename: dict[str, str] = Field(
         default_factory=dict, description="raw dataset name -> domain, e.g. {Games-6k: Games}"
+    )
+    fields: dict[CanonicalField, str] = Field(
+        default_factory=dict,
+        description="which field of your files is which, e.g. {title: movie_title, item: movieId}; "
+        "unset ones use the reader's own name, then the names other ecosystems use (ingest/common.py)",
     )
 
     @field_validator("domains")
@@ -112,6 +118,10 @@ class IngestConfig(Section):
     min_ts: int = Field(631_152_000, description="1990-01-01: earlier timestamps are broken clocks")
     max_ts: int = Field(4_102_444_800, description="2100-01-01: later timestamps are broken clocks")
     batch_rows: int = Field(100_000, ge=1000, description="rows per streamed batch: bounds memory")
+    max_id_chars: int = Field(512, ge=8, description="a longer user or item id is quarantined (a broken row)")
+    max_text_chars: int = Field(
+        65_536, ge=64, description="a longer title, description or category is quarantined (a dump, not text)"
+    )
 
 
 class DuckDBConfig(Section):
@@ -124,6 +134,12 @@ class BehaviorsConfig(Section):
     k_core: int = Field(5, ge=1, description="iterative k-core per domain, on users and items")
     min_title_chars: int = Field(3, ge=1, description="items with shorter titles have no usable text")
     min_sequence_len: int = Field(3, ge=3, description="leave-one-out needs train + valid + test")
+    min_domain_events: int = Field(
+        1, ge=1, description="a configured domain that a step leaves with fewer events fails the stage"
+    )
+    min_domain_users: int = Field(
+        1, ge=1, description="a configured domain that a step leaves with fewer users fails the stage"
+    )
     tie_break: Literal["source_order", "item_id"] = Field(
         "source_order",
         description="a user's events at the same timestamp: in the raw files' order (RecBole's stable "

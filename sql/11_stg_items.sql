@@ -1,22 +1,39 @@
--- Items of the configured domains, one record each, with their text cleaned and judged once.
+-- Items of the configured domains, one record each (the most complete, then the latest), with
+-- their text cleaned and judged once.
 -- Grain: one row per (domain, item_id). Key: (domain, item_id).
 create or replace table stg_items as
 with
 bronze as (
-    select domain, item_id, title, categories, filename, file_row_number from bronze_items
+    select domain, item_id, title, categories, description, filename, file_row_number from bronze_items
 ),
 
 configured as (
     select domain from cfg_domains
 ),
 
-latest as (
-    -- the last bronze record of an item wins: a later metadata record corrects an earlier one
-    select domain, item_id, title, categories
+scored as (
+    -- how complete a record is: a usable title counts most, then a category, then a description
+    select
+        domain,
+        item_id,
+        title,
+        categories,
+        filename,
+        file_row_number,
+        4 * coalesce(length(trim(title)) >= $min_title_chars, false)::integer
+            + 2 * coalesce(len(list_filter(categories, lambda c: trim(c) <> '')) > 0, false)::integer
+            + coalesce(length(trim(description)) > 0, false)::integer as completeness
     from bronze
     where domain in (select configured.domain from configured)
+),
+
+latest as (
+    -- one record per item: the most complete one, and of equally complete ones the last (a later
+    -- record corrects an earlier one); 13_stg_item_duplicates counts the items this had to settle
+    select domain, item_id, title, categories
+    from scored
     qualify row_number() over (
-        partition by domain, item_id order by filename desc, file_row_number desc
+        partition by domain, item_id order by completeness desc, filename desc, file_row_number desc
     ) = 1
 ),
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from cprec_core.config import IngestConfig, SourceConfig
 from cprec_core.ingest.common import (
+    FieldMap,
     RawFile,
     Record,
     RowError,
@@ -25,6 +26,7 @@ from cprec_core.ingest.common import (
     discover_flat,
     extra_json,
     json_records,
+    mapped,
     open_binary,
     opt_rating,
     opt_text,
@@ -37,6 +39,16 @@ from cprec_core.ingest.common import (
 # reviews_Books_5.json.gz, Books.json.gz, Office_Products_5.json → domain; the k-core suffix goes.
 FILE = re.compile(r"^(?:(?P<meta>meta_)|reviews_)?(?P<name>.+?)(_\d+)?\.json(\.gz)?$")
 RATING_BOUNDS = (1.0, 5.0)
+# categories and description keep the 2014/2018 shapes their parser knows: never renamed onto
+NATIVE = {
+    "interactions": {
+        "user": "reviewerID",
+        "item": "asin",
+        "timestamp": "unixReviewTime",
+        "rating": "overall",
+    },
+    "items": {"item": "asin", "title": "title"},
+}
 ITEM_FIELDS = {"asin", "title", "categories", "category", "description"}
 
 
@@ -73,14 +85,14 @@ def parse_meta(rec: dict[str, Any]) -> tuple[str, str | None, list[str], str | N
     return item, title, _categories(rec), description, extra_json(rec, ITEM_FIELDS)
 
 
-def records(path: Path) -> Iterator[Record]:
+def records(path: Path, fields: FieldMap) -> Iterator[Record]:
     """One Record per line; Python-literal lines (2014 metadata) are accepted too."""
     with open_binary(path) as f:
-        yield from json_records(f, literal_fallback=True)
+        yield from mapped(json_records(f, literal_fallback=True), fields)
 
 
 def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
     """Every review and metadata file directly under source.path."""
     return discover_flat(
-        source, FILE, records, {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta}
+        source, FILE, records, {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta}, NATIVE
     )

@@ -17,12 +17,14 @@ from typing import Any
 
 from cprec_core.config import IngestConfig, SourceConfig
 from cprec_core.ingest.common import (
+    FieldMap,
     RawFile,
     Record,
     check_ts,
     discover_flat,
     extra_json,
     json_records,
+    mapped,
     open_binary,
     opt_rating,
     opt_text,
@@ -33,6 +35,15 @@ from cprec_core.ingest.common import (
 
 FILE = re.compile(r"^(?P<meta>meta_)?(?P<name>.+?)\.jsonl(\.gz)?$")
 RATING_BOUNDS = (1.0, 5.0)
+NATIVE = {
+    "interactions": {"user": "user_id", "item": "parent_asin", "timestamp": "timestamp", "rating": "rating"},
+    "items": {
+        "item": "parent_asin",
+        "title": "title",
+        "categories": "categories",
+        "description": "description",
+    },
+}
 ITEM_FIELDS = {"parent_asin", "title", "categories", "description"}
 
 
@@ -61,14 +72,14 @@ def parse_meta(rec: dict[str, Any]) -> tuple[str, str | None, list[str], str | N
     return item, title, categories, description or None, extra_json(rec, ITEM_FIELDS)
 
 
-def records(path: Path) -> Iterator[Record]:
+def records(path: Path, fields: FieldMap) -> Iterator[Record]:
     """One Record per line of a (gzipped) JSON-lines file."""
     with open_binary(path) as f:
-        yield from json_records(f)
+        yield from mapped(json_records(f), fields)
 
 
 def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
     """Every `<Domain>.jsonl[.gz]` and `meta_<Domain>.jsonl[.gz]` directly under source.path."""
     return discover_flat(
-        source, FILE, records, {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta}
+        source, FILE, records, {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta}, NATIVE
     )

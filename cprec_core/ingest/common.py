@@ -52,6 +52,96 @@ class Record(NamedTuple):
     raw: Any  # the row as read (str or mapping), rendered only when quarantined
 
 
+# What other ecosystems call the fields cprec reads (MovieLens, RecBole's shipped datasets, Yelp,
+# Amazon 2014/2023, Kaggle e-commerce dumps), by canonical name; a reader maps the first present
+# one onto its own name when its own is absent. ingest.sources[].fields overrides them.
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "user": ("user_id", "userId", "uid", "user", "reviewerID", "customer_id", "visitorid"),
+    "item": (
+        "item_id",
+        "itemId",
+        "iid",
+        "item",
+        "movieId",
+        "movie_id",
+        "business_id",
+        "product_id",
+        "parent_asin",
+        "asin",
+        "itemid",
+    ),
+    "timestamp": ("timestamp", "ts", "time", "unixReviewTime", "event_time"),
+    "rating": ("rating", "overall", "score", "stars"),
+    "title": ("title", "movie_title", "item_name", "book_title", "product_title", "name", "text"),
+    "categories": ("categories", "category", "genres", "genre", "class", "main_category"),
+    "description": ("description", "desc", "summary"),
+}
+
+
+class FieldMap:
+    """Which source field a reader reads as each of its own fields, for one file.
+
+    `native` maps canonical names (FIELD_ALIASES' keys) to the reader's own field names;
+    `configured` (ingest.sources[].fields) maps canonical names to the user's names and wins;
+    else a field under the reader's own name is read as is; else the first FIELD_ALIASES name
+    present is. `used` records every renaming done ({source name: reader's name}).
+    """
+
+    def __init__(
+        self, native: dict[Table, dict[str, str]], table: Table, configured: dict[str, str], where: str
+    ):
+        known = {canon for names in native.values() for canon in names}
+        unknown = sorted(set(configured) - known)
+        if unknown:
+            raise IngestError(
+                f"{where}: ingest.sources[].fields {unknown}: this reader maps only {sorted(known)}"
+            )
+        self.native = native[table]
+        self.configured = {k: v for k, v in configured.items() if k in self.native}
+        self.where = where
+        self.used: dict[str, str] = {}
+
+    def _resolve(self, present: set[str], strict: bool) -> dict[str, str]:
+        out = {}
+        for canon, own in self.native.items():
+            source = self.configured.get(canon)
+            if source is not None and source not in present:
+                if strict:
+                    raise IngestError(
+                        f"{self.where}: ingest.sources[].fields.{canon}={source!r} is not a field of it "
+                        f"(fields: {', '.join(sorted(present))})"
+                    )
+                continue
+            if source is None and own not in present:
+                taken = set(self.native.values())
+                source = next((a for a in FIELD_ALIASES[canon] if a in present and a not in taken), None)
+            if source is not None and source != own:
+                out[source] = own
+        return out
+
+    def rename_names(self, names: list[str]) -> list[str]:
+        """A file header in the reader's names (the configured source names must be in it)."""
+        renames = self._resolve(set(names), strict=True)
+        self.used.update(renames)
+        return [renames.get(n, n) for n in names]
+
+    def apply(self, value: dict[str, Any]) -> dict[str, Any]:
+        """One record (a JSON object) in the reader's names."""
+        renames = self._resolve(set(value), strict=False)
+        if not renames:
+            return value
+        self.used.update(renames)
+        out = {k: v for k, v in value.items() if k not in renames}
+        out.update({own: value[source] for source, own in renames.items()})
+        return out
+
+
+def mapped(records: Iterator[Record], fields: FieldMap) -> Iterator[Record]:
+    """JSON records with their fields in the reader's names."""
+    for rec in records:
+        yield rec if rec.value is None else rec._replace(value=fields.apply(rec.value))
+
+
 @dataclass(frozen=True)
 class RawFile:
     """A raw file found by a reader, with the functions that read and parse it."""
@@ -61,6 +151,7 @@ class RawFile:
     domain: str
     records: Callable[[], Iterator[Record]]
     parse: Callable[[dict[str, Any]], tuple[Any, ...]]
+    fields: FieldMap | None = None  # how the source's field names became the reader's
 
 
 @dataclass
@@ -73,6 +164,7 @@ class FileReport:
     rows_in: int = 0
     kept: int = 0
     quarantined: int = 0
+    fields: dict[str, str] | None = None  # {source field: reader's field} renamed while reading
 
     @property
     def bad_fraction(self) -> float:
@@ -320,13 +412,15 @@ def unique_files(found: dict[tuple[str, Table], list[Path]]) -> dict[tuple[str, 
 def discover_flat(
     source: SourceConfig,
     name_re: re.Pattern[str],
-    records: Callable[[Path], Iterator[Record]],
+    records: Callable[[Path, FieldMap], Iterator[Record]],
     parsers: dict[Table, Callable[[dict[str, Any]], tuple[Any, ...]]],
+    native: dict[Table, dict[str, str]],
 ) -> list[RawFile]:
     """Raw files directly under source.path whose names match `name_re`.
 
     The pattern's group `name` is the raw dataset name; a match of its group `meta` marks an
-    item metadata file, anything else an interactions file.
+    item metadata file, anything else an interactions file. `records(path, fields)` reads a file
+    in the reader's own field names (`native`: per table, canonical name -> own name).
     """
     root = Path(source.path)
     if not root.is_dir():
@@ -340,10 +434,11 @@ def discover_flat(
         if domain is not None:
             table: Table = "items" if m["meta"] else "interactions"
             found.setdefault((domain, table), []).append(path)
-    return [
-        RawFile(path, table, domain, partial(records, path), parsers[table])
-        for (domain, table), path in unique_files(found).items()
-    ]
+    files = []
+    for (domain, table), path in unique_files(found).items():
+        fields = FieldMap(native, table, source.fields, str(path))
+        files.append(RawFile(path, table, domain, partial(records, path, fields), parsers[table], fields))
+    return files
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,6 +468,27 @@ class _Batch:
         )
         self.cols = [[] for _ in self.schema]
         return table
+
+
+# Which parsed fields are ids and which are free text, per table (positions in a parser's row).
+ID_FIELDS = {"interactions": {0: "user_id", 1: "item_id"}, "items": {0: "item_id"}}
+TEXT_FIELDS = {"items": {1: "title", 3: "description", 4: "extra"}}
+
+
+def check_sizes(table: Table, row: tuple[Any, ...], cfg: IngestConfig) -> None:
+    """Raise RowError for an id over ingest.max_id_chars or a text field over ingest.max_text_chars."""
+    for limits, cap, key in (
+        (ID_FIELDS, cfg.max_id_chars, "max_id_chars"),
+        (TEXT_FIELDS, cfg.max_text_chars, "max_text_chars"),
+    ):
+        for pos, name in limits.get(table, {}).items():
+            value = row[pos]
+            if isinstance(value, str) and len(value) > cap:
+                raise RowError(f"field {name}: {len(value):,} characters, over ingest.{key}={cap:,}")
+    if table == "items":
+        longest = max((len(c) for c in row[2]), default=0)
+        if longest > cfg.max_text_chars:
+            raise RowError(f"field categories: a {longest:,}-character category, over ingest.max_text_chars")
 
 
 def ingest_file(
@@ -405,6 +521,7 @@ def ingest_file(
         if error is None:
             try:
                 row = raw.parse(rec.value or {})
+                check_sizes(raw.table, row, cfg)
             except RowError as e:
                 error = str(e)
             else:
@@ -421,6 +538,7 @@ def ingest_file(
             report.quarantined += flush(bad, write_bad)
     report.kept += flush(rows, write_rows)
     report.quarantined += flush(bad, write_bad)
+    report.fields = dict(raw.fields.used) if raw.fields is not None else {}
     if report.rows_in != report.kept + report.quarantined:  # a reader/driver bug, never user input
         raise IngestError(
             f"{source}: rows_in {report.rows_in} != kept {report.kept} + quarantined {report.quarantined}"

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from cprec_core.config import IngestConfig, SourceConfig
 from cprec_core.ingest.common import (
+    FieldMap,
     IngestError,
     RawFile,
     Record,
@@ -58,6 +59,10 @@ REQUIRED: dict[Table, tuple[str, ...]] = {
     "items": ("item_id", "title"),
 }
 ITEM_FIELDS = {"item_id", "title", "category", "description"}
+NATIVE = {
+    "interactions": {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"},
+    "items": {"item": "item_id", "title": "title", "categories": "category", "description": "description"},
+}
 INT = re.compile(r"^\s*-?\d+\s*$")
 
 
@@ -79,16 +84,17 @@ def _seconds(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch.set_column(i, "timestamp", seconds)
 
 
-def parquet_records(path: Path, table: Table, cfg: IngestConfig) -> Iterator[Record]:
-    """One Record per Parquet row, read in batches of cfg.batch_rows."""
+def parquet_records(path: Path, table: Table, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record]:
+    """One Record per Parquet row, read in batches of cfg.batch_rows, in this reader's field names."""
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise IngestError(f"{path}: not a readable Parquet file ({e})") from None
-    _require(path, table, pf.schema_arrow.names)
+    names = fields.rename_names(pf.schema_arrow.names)
+    _require(path, table, names)
     row = 0
     for batch in pf.iter_batches(batch_size=cfg.batch_rows):
-        for value in _seconds(batch).to_pylist():
+        for value in _seconds(batch.rename_columns(names)).to_pylist():
             row += 1
             yield Record(row, value, None, value)
 
@@ -107,12 +113,13 @@ def _csv_value(name: str, text: str | None) -> Any:
     return text
 
 
-def csv_records(path: Path, table: Table) -> Iterator[Record]:
-    """One Record per CSV row; undecodable bytes are kept (as surrogates) for the parser to reject."""
+def csv_records(path: Path, table: Table, fields: FieldMap) -> Iterator[Record]:
+    """One Record per CSV row, in this reader's field names; undecodable bytes are kept (as
+    surrogates) for the parser to reject."""
     with open(path, "rb") as raw_file:
         text_file = io.TextIOWrapper(raw_file, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(text_file)
-        header = next(reader, [])
+        header = fields.rename_names(next(reader, []))
         _require(path, table, header)
         while True:
             try:
@@ -175,15 +182,13 @@ def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
             if domain is not None:
                 found.setdefault((domain, table), []).extend(paths)
     parsers = {"interactions": partial(parse_interaction, cfg=cfg), "items": parse_item}
-    return [
-        RawFile(
-            path,
-            table,
-            domain,
-            partial(parquet_records, path, table, cfg)
+    files = []
+    for (domain, table), path in unique_files(found).items():
+        fields = FieldMap(NATIVE, table, source.fields, str(path))
+        read = (
+            partial(parquet_records, path, table, fields, cfg)
             if path.suffix == ".parquet"
-            else partial(csv_records, path, table),
-            parsers[table],
+            else partial(csv_records, path, table, fields)
         )
-        for (domain, table), path in unique_files(found).items()
-    ]
+        files.append(RawFile(path, table, domain, read, parsers[table], fields))
+    return files

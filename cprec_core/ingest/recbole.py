@@ -24,6 +24,7 @@ from typing import Any
 
 from cprec_core.config import IngestConfig, SourceConfig
 from cprec_core.ingest.common import (
+    FieldMap,
     IngestError,
     RawFile,
     Record,
@@ -41,6 +42,10 @@ from cprec_core.ingest.common import (
 
 FILE = re.compile(r"^(?P<name>[^.]+)\.(?:inter|(?P<meta>item))$")
 ITEM_FIELDS = {"item_id", "title", "text", "categories", "description"}
+NATIVE = {
+    "interactions": {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"},
+    "items": {"item": "item_id", "title": "title", "categories": "categories", "description": "description"},
+}
 
 
 def _header(path: Path, text: str | None) -> list[tuple[str, str]]:
@@ -62,12 +67,13 @@ def _number(text: str) -> Any:
         return text
 
 
-def records(path: Path, cfg: IngestConfig) -> Iterator[Record]:
-    """One Record per data line (per event in the sequence form)."""
+def records(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record]:
+    """One Record per data line (per event in the sequence form), in this reader's field names."""
     with open(path, "rb") as f:
         lines = text_lines(f)
         first = next(lines, None)
         header = _header(path, first[1] if first else None)
+        header = list(zip(fields.rename_names([n for n, _ in header]), [k for _, k in header], strict=True))
         names = [n for n, _ in header]
         floats = {n for n, kind in header if kind == "float"}
         ordinal = "user_id" in names and "timestamp" not in names  # events without time
@@ -133,4 +139,5 @@ def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
         FILE,
         partial(records, cfg=cfg),
         {"interactions": partial(parse_inter, cfg=cfg), "items": parse_item},
+        NATIVE,
     )

@@ -60,7 +60,12 @@ def materialize_sources(cfg: Config) -> None:
 
 def validity(cfg: IngestConfig) -> dict[str, int]:
     """The settings that decide which rows are valid: partitions kept by a refresh must share them."""
-    return {"min_ts": cfg.min_ts, "max_ts": cfg.max_ts}
+    return {
+        "min_ts": cfg.min_ts,
+        "max_ts": cfg.max_ts,
+        "max_id_chars": cfg.max_id_chars,
+        "max_text_chars": cfg.max_text_chars,
+    }
 
 
 def discover_all(cfg: IngestConfig, domains: list[str] | None = None) -> list[RawFile]:

@@ -54,8 +54,10 @@ def build(
     progress: bool = False,
     user_fraction: dict[str, float] | None = None,
     tie_break: str = "source_order",
+    extras: dict[str, str] | None = None,
 ) -> dict:
-    """Write bronze from tuples, run build_behaviors on it, return its result dict."""
+    """Write bronze from tuples, run build_behaviors on it, return its result dict (`extras`: an
+    item's other source fields, as bronze keeps them in `extra`)."""
     items = titled(events) if items is None else items
     d, u, i, t = (list(c) for c in zip(*events, strict=True))
     write_table(
@@ -74,7 +76,7 @@ def build(
         root,
         pa.table(
             {"item_id": item, "domain": dom, "title": title, "categories": cats}
-            | {"description": [None] * n, "extra": ["{}"] * n},
+            | {"description": [None] * n, "extra": [(extras or {}).get(i, "{}") for i in item]},
             schema=ITEMS_SCHEMA,
         ),
     )

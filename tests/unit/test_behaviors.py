@@ -67,48 +67,66 @@ def test_user_fraction_must_be_a_share(tmp_path):
 # --- 11_stg_items, 30_int_events_text ---------------------------------------------------------------
 
 
-def test_items_last_record_wins_and_events_without_text_are_dropped_and_counted(tmp_path):
-    # min_title_chars = 3 (default). Items of A:
-    #   i1 "  Ab  "  -> trimmed "Ab" (2 chars)                 -> no text
-    #   i2 None                                                -> no text
-    #   i3 " Good book " -> "Good book", leaf "Mystery"       -> text
-    #   i4 "Lamp" then later "Desk Lamp" (last wins), cats []  -> text, category null
-    #   i5 no item record at all                               -> no text
-    #   i6 "Chair" then later "" (last wins even if worse)     -> no text
-    # u1 events i1@1 i2@2 i3@3 i4@4 i5@5 i3@6 i4@7 i6@8: 8 after dedup, 4 with text
-    # (i3@3, i4@4, i3@6, i4@7) -> dropped_without_text A = 8 - 4 = 4.
-    # Domain B: its only item has a 1-char title, so B is emptied at the text step (zeros).
+def test_items_most_complete_record_wins_and_events_without_text_are_dropped_and_counted(tmp_path):
+    # min_title_chars = 3 (default). Items of A (completeness = 4 usable title + 2 category + 1 description):
+    #   i1 "  Ab  "  -> trimmed "Ab" (2 chars)                          -> no text
+    #   i2 None                                                         -> no text
+    #   i3 " Good book " -> "Good book", leaf "Mystery"                -> text
+    #   i4 "Lamp" [Home] (6) then "Desk Lamp" [] (4): the more complete -> "Lamp", category Home
+    #   i5 no item record at all                                        -> no text
+    #   i6 "Chair" [Home] (6) then "" [Home] (2): a worse later record  -> "Chair" stays
+    #   i7 "Old shelf" [Home] then "New shelf" [Home]: equally complete -> the later, "New shelf"
+    # u1 events i1@1 i2@2 i3@3 i4@4 i5@5 i3@6 i4@7 i6@8 i7@9: 9 after dedup, 6 with text
+    # (i3@3, i4@4, i3@6, i4@7, i6@8, i7@9) -> dropped_without_text A = 9 - 6 = 3.
     events = [("A", "u1", f"i{n}", n) for n in (1, 2, 3, 4, 5)]
-    events += [("A", "u1", "i3", 6), ("A", "u1", "i4", 7), ("A", "u1", "i6", 8)]
-    events += [("B", "u1", "b1", n) for n in (1, 2, 3)]
+    events += [("A", "u1", "i3", 6), ("A", "u1", "i4", 7), ("A", "u1", "i6", 8), ("A", "u1", "i7", 9)]
     items: list[Item] = [
         ("A", "i1", "  Ab  ", ["X"]),
         ("A", "i2", None, ["X"]),
         ("A", "i3", " Good book ", ["Books", "Fiction", " Mystery "]),
         ("A", "i4", "Lamp", ["Home"]),
         ("A", "i6", "Chair", ["Home"]),
+        ("A", "i7", "Old shelf", ["Home"]),
         ("A", "i4", "Desk Lamp", []),
         ("A", "i6", "", ["Home"]),
-        ("B", "b1", "x", ["Y"]),
+        ("A", "i7", "New shelf", ["Home"]),
     ]
-    result = build(tmp_path, events, items, pretrain=("A", "B"))
-    assert result["dropped_without_text"] == {"A": 4, "B": 3}
+    result = build(tmp_path, events, items)
+    assert result["dropped_without_text"] == {"A": 3}
+    assert result["duplicate_item_records"] == {"A": {"n_items_with_duplicates": 3, "n_records_set_aside": 3}}
     assert rows(SILVER_ITEMS, tmp_path) == [
         ("A", "i3", "Good book", "Mystery"),
-        ("A", "i4", "Desk Lamp", None),
+        ("A", "i4", "Lamp", "Home"),
+        ("A", "i6", "Chair", "Home"),
+        ("A", "i7", "New shelf", "Home"),
     ]
     assert [(e[3], e[4], e[5]) for e in events_of(tmp_path)] == [
         ("i3", 3, "train"),
         ("i4", 4, "train"),
-        ("i3", 6, "valid"),
-        ("i4", 7, "test"),
+        ("i3", 6, "train"),
+        ("i4", 7, "train"),
+        ("i6", 8, "valid"),
+        ("i7", 9, "test"),
     ]
     stats = {(d, s): (nu, ni, ne) for d, s, nu, ni, ne in rows(SILVER_STATS, tmp_path)}
-    assert stats[("A", "text")] == (1, 2, 4)
-    assert stats[("B", "dedup")] == (1, 1, 3)
-    assert stats[("B", "text")] == stats[("B", "kcore")] == stats[("B", "sequences")] == (0, 0, 0)
+    assert stats[("A", "text")] == (1, 4, 6)
     manifest = read_manifest(SILVER_STATS, tmp_path)
-    assert manifest.extra["dropped_without_text"] == {"A": 4, "B": 3}
+    assert manifest.extra["dropped_without_text"] == {"A": 3}
+    assert manifest.extra["duplicate_item_records"]["A"]["n_items_with_duplicates"] == 3
+
+
+def test_a_domain_emptied_by_a_step_fails_naming_the_step_and_the_field_to_map(tmp_path):
+    # Downstream D's items have no title: their source called it "name" (bronze keeps it in extra).
+    events = [("A", "u1", f"a{n}", n) for n in range(3)] + [("D", "u1", f"d{n}", n) for n in range(3)]
+    items: list[Item] = [("A", f"a{n}", f"Title a{n}", ["X"]) for n in range(3)]
+    items += [("D", f"d{n}", None, ["Y"]) for n in range(3)]
+    extras = {f"d{n}": '{"name": "A thing", "genre": "Y"}' for n in range(3)}
+    with pytest.raises(
+        BehaviorsError,
+        match=r"domains.downstream: domain D: the text step left 0 events of 0 users .*3 items, 0 with text "
+        r"\(no title field; fields present: genre, name; map one with ingest.sources\[\].fields.title\)",
+    ):
+        build(tmp_path, events, items, downstream=("D",), extras=extras)
 
 
 # --- 40_int_kcore, 41_int_kcore_step --------------------------------------------------------------

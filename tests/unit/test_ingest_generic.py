@@ -115,7 +115,35 @@ def test_parquet_timestamp_type_becomes_seconds(tmp_path: Path) -> None:
 def test_missing_contract_column_names_the_file(tmp_path: Path) -> None:
     d = tmp_path / "Garden"
     d.mkdir()
-    pq.write_table(pa.table({"user": ["u"], "item_id": ["i"], "timestamp": [1]}), d / "interactions.parquet")
+    pq.write_table(pa.table({"shopper": ["u"], "item_id": ["i"], "timestamp": [1]}), d / "interactions.parquet")
     (f,) = generic.discover(SourceConfig(format="generic", path=tmp_path), CFG)
     with pytest.raises(IngestError, match=r"interactions.parquet: missing column\(s\) \['user_id'\]"):
         ingest_file(f, CFG, lambda t: None, lambda t: None)
+
+
+def test_movielens_column_names_map_onto_the_generic_layout(tmp_path: Path) -> None:
+    from cprec_core.config import IngestConfig, SourceConfig
+    from cprec_core.ingest import generic
+    from cprec_core.ingest.common import ingest_file
+
+    folder = tmp_path / "Movies"
+    folder.mkdir()
+    (folder / "interactions.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,10,4.0,964982703\n2,10,5,964982931\n"
+    )
+    (folder / "items.csv").write_text("movieId,title,genres\n10,Toy Story (1995),Animation\n")
+    cfg = IngestConfig(sources=[])
+    out = {}
+    for f in generic.discover(SourceConfig(format="generic", path=tmp_path), cfg):
+        good: list = []
+        report = ingest_file(f, cfg, good.append, lambda t: None)
+        out[f.table] = (report, [r for t in good for r in t.to_pylist()])
+    report, rows = out["interactions"]
+    assert [(r["user_id"], r["item_id"], r["ts"]) for r in rows] == [
+        ("1", "10", 964982703),
+        ("2", "10", 964982931),
+    ]
+    assert report.fields == {"userId": "user_id", "movieId": "item_id"}
+    items_report, items = out["items"]
+    assert items[0]["title"] == "Toy Story (1995)" and items[0]["categories"] == ["Animation"]
+    assert items_report.fields == {"movieId": "item_id", "genres": "category"}

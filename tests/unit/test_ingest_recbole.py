@@ -80,3 +80,63 @@ def test_bad_header_is_a_file_error(tmp_path: Path) -> None:
     (f,) = recbole.discover(SourceConfig(format="recbole", path=tmp_path), CFG)
     with pytest.raises(IngestError, match=r"X.inter line 1: expected a RecBole header"):
         ingest_file(f, CFG, lambda t: None, lambda t: None)
+
+
+def _ml100k_like(folder: Path, item_header: str, item_rows: list[str]) -> None:
+    """A RecBole dataset shaped like its shipped ml-100k: its own column names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    inter += [f"u{u}\ti{n}\t4\t{880000000 + 10 * n + u}" for u in range(3) for n in range(3)]
+    (folder / "ml.inter").write_text("\n".join(inter) + "\n")
+    (folder / "ml.item").write_text("\n".join([item_header, *item_rows]) + "\n")
+
+
+def test_shipped_recbole_names_are_recognised_and_the_mapping_is_reported(tmp_path: Path) -> None:
+    _ml100k_like(
+        tmp_path,
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq",
+        [f"i{n}\tToy Story {n}\t1995\tAnimation" for n in range(3)],
+    )
+    report, rows, bad = _read(SourceConfig(format="recbole", path=tmp_path))[("ml", "items")]
+    assert not bad and [r["title"] for r in rows] == ["Toy Story 0", "Toy Story 1", "Toy Story 2"]
+    assert rows[0]["categories"] == ["Animation"] and '"release_year"' in rows[0]["extra"]
+    assert report.fields == {"movie_title": "title", "class": "categories"}
+
+
+def test_configured_fields_win_and_a_missing_one_is_a_clear_error(tmp_path: Path) -> None:
+    _ml100k_like(
+        tmp_path,
+        "item_id:token\ttitle:token\tfilm_label:token_seq",
+        [f"i{n}\tX{n}\tThe Film {n}" for n in range(3)],
+    )
+    source = SourceConfig(format="recbole", path=tmp_path, fields={"title": "film_label"})
+    report, rows, _ = _read(source)[("ml", "items")]
+    assert [r["title"] for r in rows] == ["The Film 0", "The Film 1", "The Film 2"]
+    assert report.fields == {"film_label": "title"}
+    wrong = SourceConfig(format="recbole", path=tmp_path, fields={"title": "label"})
+    with pytest.raises(IngestError, match=r"ml.item: ingest.sources\[\].fields.title='label' is not a field"):
+        _read(wrong)
+
+
+def test_an_unrecognised_title_field_fails_behaviors_naming_the_fields_and_the_key(tmp_path: Path) -> None:
+    from cprec_core.behaviors import BehaviorsError, build_behaviors
+    from cprec_core.config import Config, DomainsConfig, PathsConfig
+    from cprec_core.ingest.run import run_ingest
+
+    _ml100k_like(
+        tmp_path / "raw",
+        "item_id:token\tfilm_label:token_seq\tgenre_code:token",
+        [f"i{n}\tThe Film {n}\tG{n}" for n in range(3)],
+    )
+    cfg = Config(
+        paths=PathsConfig(root=tmp_path / "run"),
+        ingest=IngestConfig(sources=[SourceConfig(format="recbole", path=tmp_path / "raw")]),
+        domains=DomainsConfig(pretrain=[], downstream=["ml"]),
+    )
+    run_ingest(cfg)  # every event and item is ingested ...
+    with pytest.raises(
+        BehaviorsError,
+        match=r"domain ml: the text step left 0 events .*3 items, 0 with text \(no title field; "
+        r"fields present: film_label, genre_code; map one with ingest.sources\[\].fields.title\)",
+    ):
+        build_behaviors(cfg)  # ... and the domain does not vanish silently

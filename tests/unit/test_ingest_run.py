@@ -132,3 +132,22 @@ def test_refresh_refuses_bronze_of_an_older_schema(tmp_path: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(IngestError, match="another schema .* run a full ingest"):
         run_ingest(cfg, domains=["Toys"])
+
+
+def test_oversized_ids_and_text_are_quarantined_with_the_cap_named(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    _write_raw(raw, toys_extra=[_review("U" * 100_000, "T1", 1_560_000_000_010)])  # a 100 KB user id
+    meta = [json.dumps({"parent_asin": "T1", "title": "Neon Puzzle"})]
+    meta.append(json.dumps({"parent_asin": "T2", "title": "x" * 2_000_000}))  # a 2 MB title
+    (raw / "meta_Toys.jsonl").write_text("\n".join(meta) + "\n")
+    out = run_ingest(_cfg(tmp_path, max_bad_fraction=0.5))
+    reasons = {
+        (q["domain"], q["line"]): q["reason"] for q in read_table(QUARANTINE, out_root(tmp_path)).to_pylist()
+    }
+    assert reasons[("Toys", 5)] == "field user_id: 100,000 characters, over ingest.max_id_chars=512"
+    assert reasons[("Toys", 2)] == "field title: 2,000,000 characters, over ingest.max_text_chars=65,536"
+    assert out["domains"]["Toys"] == {"interactions": 4, "items": 1, "quarantined": 2}  # nothing else lost
+
+
+def out_root(tmp_path: Path) -> Path:
+    return tmp_path / "run"
