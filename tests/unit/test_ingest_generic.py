@@ -115,7 +115,8 @@ def test_parquet_timestamp_type_becomes_seconds(tmp_path: Path) -> None:
 def test_missing_contract_column_names_the_file(tmp_path: Path) -> None:
     d = tmp_path / "Garden"
     d.mkdir()
-    pq.write_table(pa.table({"shopper": ["u"], "item_id": ["i"], "timestamp": [1]}), d / "interactions.parquet")
+    table = pa.table({"shopper": ["u"], "item_id": ["i"], "timestamp": [1]})  # no name it knows for a user
+    pq.write_table(table, d / "interactions.parquet")
     (f,) = generic.discover(SourceConfig(format="generic", path=tmp_path), CFG)
     with pytest.raises(IngestError, match=r"interactions.parquet: missing column\(s\) \['user_id'\]"):
         ingest_file(f, CFG, lambda t: None, lambda t: None)
