@@ -39,10 +39,15 @@ class ArtifactError(RuntimeError):
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version + hash of the library and SQL sources: part of every cache key."""
+    from cprec_core.resources import shipped
+
     h = hashlib.sha256()
-    for base, pattern in ((PROJECT_ROOT / "cprec_core", "**/*.py"), (PROJECT_ROOT / "sql", "*.sql")):
+    for base, pattern, prefix in (
+        (PROJECT_ROOT / "cprec_core", "**/*.py", "cprec_core"),
+        (shipped("sql"), "*.sql", "sql"),
+    ):
         for p in sorted(base.glob(pattern)):
-            h.update(p.relative_to(PROJECT_ROOT).as_posix().encode())
+            h.update(f"{prefix}/{p.relative_to(base).as_posix()}".encode())
             h.update(p.read_bytes())
     return f"{__version__}+{h.hexdigest()[:12]}"
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import duckdb
 
-from cprec_core.artifacts import PROJECT_ROOT
 from cprec_core.config import DuckDBConfig
+from cprec_core.resources import shipped
 
-SQL_DIR = PROJECT_ROOT / "sql"
+SQL_DIR = shipped("sql")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

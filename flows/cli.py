@@ -18,12 +18,13 @@ from rich.table import Table
 
 from cprec_core.artifacts import PROJECT_ROOT, ArtifactError
 from cprec_core.config import Config, ConfigError, load_config
+from cprec_core.resources import shipped_configs
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="CPRec: all-domain continual pre-training."
 )
 console = Console(soft_wrap=True)  # one error = one line, even in a narrow or non-TTY terminal
-DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
+DEMO_CONFIG = shipped_configs()["demo"]
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config (default: built-in defaults)")
@@ -294,6 +295,29 @@ def recommend(
                 {"session": n, "items": [{"item_id": i, "title": titles[i], "score": s} for i, s in items]}
             )
         )
+
+
+config_app = typer.Typer(no_args_is_help=True, help="The configs cprec ships: a start for your own.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("list")
+def config_list() -> None:
+    """Name and first comment line of every shipped config."""
+    for name, path in shipped_configs().items():
+        first = next(
+            (line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#")), ""
+        )
+        console.print(f"{name:<15} {first}", highlight=False)
+
+
+@config_app.command("show")
+def config_show(name: Annotated[str, typer.Argument(help="a shipped config: demo, realdata, ...")]) -> None:
+    """Print a shipped config (redirect it to a file and edit it: `cprec config show demo > my.yaml`)."""
+    configs = shipped_configs()
+    if name not in configs:
+        _fail(f"config {name!r} unknown; shipped: {', '.join(configs)}")
+    print(configs[name].read_text(), end="")
 
 
 export_app = typer.Typer(no_args_is_help=True, help="Export cprec's splits for other tools.")

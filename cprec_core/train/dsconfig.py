@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cprec_core.artifacts import PROJECT_ROOT
 from cprec_core.config import ConfigError, CPTConfig
+from cprec_core.resources import shipped
 
-TEMPLATE_DIR = PROJECT_ROOT / "deploy" / "deepspeed"
+TEMPLATE_DIR = shipped("deepspeed")
 
 
 def check_cpt_options(cpt: CPTConfig) -> None:
