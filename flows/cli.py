@@ -394,6 +394,28 @@ def refresh(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     print(json.dumps({"status": result["status"], "changed_domains": result["changed_domains"]}))
 
 
+@app.command("notify-logs")
+def notify_logs(
+    path: Annotated[Path, typer.Argument(help="where the new raw files landed")],
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Emit cprec.logs.arrived to the Prefect server (PREFECT_API_URL): the refresh deployment then
+    runs on this config file (the workers must see the same path)."""
+    import os
+
+    from flows.refresh import ARRIVED
+    from flows.refresh import notify_logs as emit
+
+    cfg = _load(config, overrides)
+    if overrides:
+        _fail("--set: the refresh reads the config file itself; put the settings in it")
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("PREFECT_API_URL is not set: the event needs a Prefect server (README: Orchestration)")
+    emit(str(path), cfg.name, str((config or DEMO_CONFIG).resolve()))
+    console.print(f"{ARRIVED} emitted for run {cfg.name} ({path})")
+
+
 @app.command()
 def deploy(
     prefect_yaml: Annotated[Path, typer.Option(help="deployments file")] = PROJECT_ROOT

@@ -15,6 +15,14 @@ from cprec_core.refresh import RefreshBusy, changed_domains, ingest_scope, refre
 
 REFRESH_STAGES = ("ingest", "behaviors", "corpus")
 EVENT = "cprec.corpus.updated"
+ARRIVED = "cprec.logs.arrived"  # new raw logs: the corpus-refresh deployment's trigger (deploy/prefect.yaml)
+
+
+def notify_logs(path: str, run: str, config: str) -> None:
+    """Tell the Prefect server that new raw logs arrived under `path`: the refresh deployment's
+    trigger then runs a refresh with `config` (a config file the workers can read)."""
+    payload = {"path": path, "config": config}
+    emit_event(ARRIVED, resource={"prefect.resource.id": f"cprec.logs.{run}"}, payload=payload)
 
 
 def run_refresh(cfg: Config, run_stage) -> dict[str, Any]:

@@ -163,6 +163,8 @@ def test_deployment_run_then_stage_rerun_hits_upstream_cache(server: dict[str, s
             assert served.returncode == 0, served.stdout[-4000:] + served.stderr[-4000:]
             assert task_states_of_run(env, served.stdout) == {"recommend": "Cached"}
             check_recommendations(root)
+            refreshed = notify_and_wait_for_refresh(env, tmp_path, overrides)
+            assert refreshed == "Completed"
             artifacts = cli(env, "artifact", "ls")
             for key in ("demo-validation-gold-corpus", "demo-cpt-summary", "demo-report"):
                 assert key in artifacts.stdout, artifacts.stdout
@@ -201,3 +203,41 @@ def check_recommendations(root: Path) -> None:
     assert (recs.groupby("user_id")["rank"].max() == 10).all()
     seen = set(zip(events.user_id, events.item_id, strict=True))
     assert not any((u, i) in seen for u, i in zip(recs.user_id, recs.item_id, strict=True))
+
+
+def notify_and_wait_for_refresh(env: dict[str, str], tmp_path: Path, overrides: list[str]) -> str:
+    """`cprec notify-logs` emits cprec.logs.arrived; the trigger starts corpus-refresh on the config
+    file the event names; return that flow run's final state (nothing changed: a quick no-op)."""
+    import yaml
+
+    from flows.cprec import resolve_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(resolve_config("configs/demo.yaml", overrides).model_dump(mode="json")))
+    notified = subprocess.run(
+        [str(BIN / "cprec"), "notify-logs", str(tmp_path / "raw"), "--config", str(config)],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert notified.returncode == 0, notified.stdout + notified.stderr
+    code = (
+        "import sys, time\n"
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    f = DeploymentFilter(name=DeploymentFilterName(any_=['corpus-refresh']))\n"
+        "    for _ in range(120):\n"
+        "        runs = c.read_flow_runs(deployment_filter=f)\n"
+        "        if runs and runs[0].state.is_final():\n"
+        "            print(runs[0].state.name, runs[0].parameters.get('config')); break\n"
+        "        time.sleep(1)\n"
+        "    else:\n"
+        "        print('none', len(runs))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, text=True, capture_output=True, timeout=200)
+    state, used = (out.stdout.strip().splitlines() or ["none"])[-1].split(" ", 1)
+    assert used == str(config), out.stdout + out.stderr  # the trigger passed the event's config on
+    return state
