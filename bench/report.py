@@ -283,6 +283,31 @@ def _ranking(rec: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _recommend(rec: dict[str, Any]) -> list[str]:
+    r = rec["result"]
+    c = r["contenders"]
+    lines = _head(rec, "7. top-K recommendations (the recommend stage)")
+    lines.append(
+        f"{r['users']:,} users × {r['items']:,} items, top {r['k']}, whole histories masked, one SASRec "
+        f"forward per scoring call; every user's list identical: {r['identical']}."
+    )
+    lines.append("")
+    rows = [
+        [
+            n,
+            f"{v['users_per_s'] / c['loop']['users_per_s']:.1f}×",
+            f"{v['users_per_s']:,.0f}",
+            f"{v['seconds']:.1f}",
+            _gib(v["peak_rss_bytes"]),
+            f"{v['load_before']:.1f}",
+        ]
+        for n, v in c.items()
+    ]
+    lines += _table(["contender", "vs loop", "users/s", "seconds", "peak RSS", "load"], rows)
+    lines += [f"- Target ≥ 5× the per-user loop: {r['ratio']:.1f}× → {_verdict(r['ratio'] >= 5)}", ""]
+    return lines
+
+
 def _cache(rec: dict[str, Any]) -> list[str]:
     r = rec["result"]
     runs = r["runs"]
@@ -330,6 +355,7 @@ SECTIONS = {
     "cpt": _cpt,
     "ranking": _ranking,
     "cache": _cache,
+    "recommend": _recommend,
 }
 
 

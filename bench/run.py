@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import behaviors, cache, cpt, ingest, pack, ranking
+from bench import behaviors, cache, cpt, ingest, pack, ranking, recommend
 from bench.common import machine
 from bench.report import render
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ("behaviors", "ingest", "pack", "cpt", "ranking", "cache")
+NAMES = ("behaviors", "ingest", "pack", "cpt", "ranking", "cache", "recommend")
 
 
 def _pack_root(results: Path, work: Path, quick: bool) -> Path:
@@ -49,7 +49,8 @@ def _run_one(name: str, results: Path, work: Path, quick: bool, project_max: int
     elif name == "cpt":
         result = cpt.run(sub, quick, _pack_root(results, work, quick))
     else:
-        result = {"ingest": ingest, "pack": pack, "ranking": ranking, "cache": cache}[name].run(sub, quick)
+        modules = {"ingest": ingest, "pack": pack, "ranking": ranking, "cache": cache, "recommend": recommend}
+        result = modules[name].run(sub, quick)
     command = f".venv/bin/python -m bench.run {'--quick ' if quick else ''}--only {name}"
     if project_max is not None and name == "behaviors":
         command += f" --project-max {project_max}"

@@ -23,7 +23,7 @@ def test_quick_benchmarks_run_and_agree(tmp_path: Path) -> None:
 
     rec = {
         n: json.loads((results / f"{n}.json").read_text())["result"]
-        for n in ("behaviors", "ingest", "pack", "cpt", "ranking", "cache")
+        for n in ("behaviors", "ingest", "pack", "cpt", "ranking", "cache", "recommend")
     }
     for size in rec["behaviors"]["sizes"]:
         assert all(size["identical"].values())  # every reference produced the project's silver.events
@@ -36,6 +36,9 @@ def test_quick_benchmarks_run_and_agree(tmp_path: Path) -> None:
     assert 0 <= rec["pack"]["waste_pct"] < 100 and rec["pack"]["tokens"] > 0
     assert rec["cpt"]["tiny"]["contenders"]["deepspeed"]["tokens_per_s"] > 0
     assert rec["ranking"]["identical"] is True
+    assert (
+        rec["recommend"]["identical"] is True and rec["recommend"]["contenders"]["project"]["users_per_s"] > 0
+    )
     runs = rec["cache"]["runs"]
     assert set(runs) == {"cold", "rerun", "refresh0", "refresh1"}
     assert rec["cache"]["refreshed"] == [rec["cache"]["changed_domain"]]  # only that domain re-ingested
@@ -49,6 +52,7 @@ def test_quick_benchmarks_run_and_agree(tmp_path: Path) -> None:
         "4. CPT",
         "5. full-ranking",
         "6. stage cache",
+        "7. top-K recommendations",
     ):
         assert title in report
     assert (results / "behaviors_scaling.png").stat().st_size > 0
