@@ -52,6 +52,16 @@ realdata: $(STAMP) $(REALDATA_NEEDS_$(SCALE))  ## the real-data experiment → R
 	$(BIN)/cprec prepare-realdata --out var/raw/realdata
 	$(BIN)/cprec experiment --config $(REALDATA_CONFIG_$(SCALE))
 
+FT_MODES := cpt-frozen,base-frozen,cpt-top,base-top,cpt-full,base-full,cpt-lora,base-lora,popularity,sasrec
+
+finetune-modes: $(STAMP)  ## real Scientific, tiny scale, one seed: every encoder mode, with and without item ids
+	$(BIN)/cprec prepare-realdata --out var/raw/realdata
+	for ids in false true; do \
+	  $(BIN)/cprec run --config configs/realdata.yaml --set name=modes-ids-$$ids \
+	    --set finetune.item_id_embedding=$$ids --set "finetune.variants=[$(FT_MODES)]" \
+	    --set evaluate.seeds=[0] --set finetune.domains=[Scientific] || exit 1; \
+	done
+
 gpu-check: $(STAMP) $(SMOLLM2)/config.json  ## on one GPU, < 8 min: SmolLM2 CPT ZeRO-2/3 bf16 + one full fine-tuning epoch
 	$(BIN)/cprec prepare-realdata --out var/raw/realdata
 	$(BIN)/python -m bench.gpu_check --out var/gpu-check
