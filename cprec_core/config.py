@@ -482,6 +482,10 @@ class RecommendConfig(Section):
 
 
 class ExperimentConfig(Section):
+    arms: list[Literal["shuffled", "domain-only", "cosine"]] = Field(
+        default=["shuffled", "domain-only", "cosine"],
+        description="the arms beside main: the token-matched control, Claim 2's and Claim 3's ablations",
+    )
     cpt_seeds: list[int] = Field(
         default=[0],
         min_length=1,

@@ -191,16 +191,20 @@ def demo(
 def experiment(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
-    arms: Annotated[str, typer.Option(help="comma-separated arms: main,shuffled,domain-only,cosine")] = "all",
+    arms: Annotated[
+        str, typer.Option(help="comma-separated arms: shuffled,domain-only,cosine (default experiment.arms)")
+    ] = "config",
 ) -> None:
     """The paper's claims in one run: every arm at every CPT seed, one report with claims.json."""
     from cprec_core.experiment import ARMS, ExperimentError, plan
     from flows.experiment import experiment as experiment_flow
 
     cfg = _load(config, overrides)
-    selected = list(ARMS) if arms == "all" else [a.strip() for a in arms.split(",") if a.strip()]
+    selected = (
+        list(cfg.experiment.arms) if arms == "config" else [a.strip() for a in arms.split(",") if a.strip()]
+    )
     if set(selected) - set(ARMS):
-        _fail(f"--arms {arms}: expected 'all' or some of {', '.join(ARMS)}")
+        _fail(f"--arms {arms}: expected some of {', '.join(ARMS)}")
     try:
         runs = plan(cfg, ["main", *selected])
     except ExperimentError as e:

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from cprec_core.experiment import ARMS, plan
+from cprec_core.experiment import plan
 from flows.cprec import cprec, resolve_config
 from tasks.experiment import experiment_report
 
@@ -26,12 +26,12 @@ def experiment(
 ) -> dict[str, Any]:
     """Every planned run of the experiment on `config` (+ `overrides`), then the combined report.
 
-    arms: which of ARMS to run (default all; `main` always runs: the others start from its base
-    model). A report without an ablation arm leaves its claim untested.
+    arms: which of ARMS to run (default experiment.arms; `main` always runs: the others start from
+    its base model). A report without an ablation arm leaves its claim untested.
     """
     logger = get_run_logger()
     cfg = resolve_config(config, overrides)
-    runs = plan(cfg, ["main", *(arms or ARMS)])
+    runs = plan(cfg, ["main", *(cfg.experiment.arms if arms is None else arms)])
     done = []
     for i, run in enumerate(runs, start=1):
         run_overrides = [*(overrides or []), *run.overrides]
