@@ -375,7 +375,7 @@ def evaluate_run(cfg: Config) -> dict[str, Any]:
     """Read the finetune stage's runs (it must have run), write reports/<run>/, return its tables.
 
     Returns {"report_dir", "tables": {domain: masked results markdown}, "claims": [comparison dicts],
-    "summary": [claim verdicts], "report_md": str, "runs": n}.
+    "claims_md": str, "summary": [claim verdicts], "report_md": str, "runs": n}.
     """
     ev = cfg.evaluate
     runs = load_runs(cfg)["runs"]
@@ -411,6 +411,7 @@ def evaluate_run(cfg: Config) -> dict[str, Any]:
         "report_dir": str(out_dir),
         "tables": {d: t["masked"] for d, t in tables.items()},
         "claims": [c.__dict__ for c in comparisons],
+        "claims_md": claims_table(comparisons) if comparisons else "_(no cpt/base pair in this run)_",
         "summary": summary,
         "report_md": report_md,
         "runs": len(runs),

@@ -1,4 +1,4 @@
-"""Task `evaluate`: full-ranking metrics over seeds, paired significance tests, the report."""
+"""Task `evaluate`: full-ranking metrics over seeds, both protocols, the claims with intervals, the report."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from tasks.common import cache_key, stage_run
 
 @task(name="evaluate", cache_key_fn=cache_key("evaluate"), persist_result=True)
 def evaluate(cfg: Config) -> dict[str, Any]:
-    """Aggregate test metrics (mean ± std), p-values; write report.md and publish its tables."""
+    """Aggregate test metrics (mean ± std), test the claims; write report.md + claims.json, publish them."""
     from cprec_core.evaluate import evaluate_run
 
     with stage_run("evaluate", cfg) as run:
         summary = evaluate_run(cfg)
         for domain, table in summary["tables"].items():
             run.publish(f"metrics-{domain}", table, f"{domain}: test metrics per variant, mean ± std")
-            run.publish(f"significance-{domain}", summary["significance"][domain], f"{domain}: paired tests")
+        run.publish(
+            "claims", summary["claims_md"], "the claims: effects, bootstrap intervals, Holm p, verdicts"
+        )
         run.publish("report", summary["report_md"], "the full evaluation report")
     return summary
