@@ -16,6 +16,7 @@ import pytest
 
 from cprec_core.artifacts import PROJECT_ROOT, read_table, verify
 from cprec_core.claims import read_claims
+from cprec_core.config import PathsConfig
 from cprec_core.experiment import ABLATIONS, experiment_dir, run_name
 from cprec_core.schema import GOLD_CORPUS, REPORT_METRICS
 from cprec_core.stages import base_model_dir, cpt_dir
@@ -91,8 +92,7 @@ def check_arms(cfg) -> None:
     for arm, ablation in ABLATIONS.items():
         root = cfg.root / "ablations" / arm if ablation.own_corpus else cfg.root
         for seed in (0, 1):
-            run = cfg.model_copy(update={"name": run_name(cfg, arm, seed)})
-            run.paths.root = root
+            run = cfg.model_copy(update={"name": run_name(cfg, arm, seed), "paths": PathsConfig(root=root)})
             summary = json.loads((cpt_dir(run) / "summary.json").read_text())
             assert Path(summary["base_model_dir"]).resolve() == base_model_dir(cfg).resolve()
             assert summary["steps"] == cfg.cpt.max_steps  # the same token budget
