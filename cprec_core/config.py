@@ -380,6 +380,11 @@ class FinetuneConfig(Section):
         None,
         description="the downstream domains to fine-tune and evaluate; None = all of domains.downstream",
     )
+    variant_seeds: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description="fine-tuning seeds of a variant when not evaluate.seeds, e.g. {cpt-full: [0]} (a costly "
+        "mode on fewer seeds; the report says how many each has)",
+    )
     max_seq_len: int = Field(20, ge=2, description="history items the user model reads")
     hidden_size: int = Field(64, ge=8, description="user-model width")
     num_layers: int = Field(2, ge=1)
@@ -416,6 +421,10 @@ class FinetuneConfig(Section):
 
     _check_variants = field_validator("variants")(lambda v: [check_variant(x) for x in v])
 
+    def seeds_of(self, variant: str, default: list[int]) -> list[int]:
+        """The fine-tuning seeds of `variant`: its own (variant_seeds) or `default` (evaluate.seeds)."""
+        return self.variant_seeds.get(variant, default)
+
     def variant_mode(self, variant: str) -> str | None:
         """The encoder mode of an LLM recommender variant (None for the others)."""
         match = LLM_VARIANT.fullmatch(variant)
@@ -431,6 +440,11 @@ class FinetuneConfig(Section):
             )
         if "lora" in modes and importlib.util.find_spec("peft") is None:
             raise ValueError("finetune.encoder_mode=lora needs the `peft` package: pip install peft")
+        stray = sorted(set(self.variant_seeds) - set(self.variants))
+        if stray or any(not seeds for seeds in self.variant_seeds.values()):
+            raise ValueError(
+                f"finetune.variant_seeds: {stray or 'an empty list'}: each key a variant, each a seed list"
+            )
         if self.user_model == "llm" and not modes:
             raise ValueError(
                 "finetune.user_model=llm needs an LLM variant (cpt or base) in finetune.variants"
@@ -496,6 +510,12 @@ class ExperimentConfig(Section):
         min_length=1,
         description="the cpt variants each ablation arm fine-tunes (a cost knob)",
     )
+    costly_variants: list[str] = Field(
+        default_factory=list,
+        description="main-arm cpt variants (e.g. cpt-full) that run only at costly_seeds, their base twins "
+        "only at those fine-tuning seeds: an LLM-training mode on a CPU budget",
+    )
+    costly_seeds: list[int] = Field(default=[0], min_length=1, description="the seeds costly_variants run at")
 
 
 class OrchestrationConfig(Section):

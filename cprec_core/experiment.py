@@ -147,11 +147,12 @@ def check_main(cfg: Config) -> None:
         raise ExperimentError(
             f"cpt.schedule.kind is {cfg.cpt.schedule.kind!r}: the main arm must use 'wsa' (Claim 3)"
         )
-    unknown = [v for v in cfg.experiment.arm_variants if v not in _cpt_variants(ft.variants)]
-    if unknown:
-        raise ExperimentError(
-            f"experiment.arm_variants {unknown}: each must be a cpt variant of finetune.variants"
-        )
+    for key in ("arm_variants", "costly_variants"):
+        unknown = [v for v in getattr(cfg.experiment, key) if v not in _cpt_variants(ft.variants)]
+        if unknown:
+            raise ExperimentError(
+                f"experiment.{key} {unknown}: each must be a cpt variant of finetune.variants"
+            )
 
 
 def plan(cfg: Config, arms: list[str]) -> list[PlannedRun]:
@@ -162,17 +163,25 @@ def plan(cfg: Config, arms: list[str]) -> list[PlannedRun]:
     if unknown:
         raise ExperimentError(f"arms {sorted(unknown)} unknown; arms: {', '.join(ARMS)}")
     fixed = [v for v in ft.variants if checkpoint_of(v) != "cpt"]
+    twins = {"base" + v[3:] for v in ex.costly_variants} & set(fixed)
+    few = ", ".join(f"{v}: [{', '.join(map(str, ex.costly_seeds))}]" for v in sorted(twins))
     runs = [
         PlannedRun(
             "main",
             None,
-            (f"name={cfg.name}-base", f"finetune.variants=[{','.join(fixed)}]"),
+            (
+                f"name={cfg.name}-base",
+                f"finetune.variants=[{','.join(fixed)}]",
+                f"finetune.variant_seeds={{{few}}}",
+            ),
             tuple(s for s in PIPELINE if s != "cpt"),
         )
     ]
     for arm in ["main", *[a for a in ABLATIONS if a in arms]]:
-        variants = _cpt_variants(ft.variants) if arm == "main" else ex.arm_variants
         for seed in ex.cpt_seeds:
+            variants = _cpt_variants(ft.variants) if arm == "main" else ex.arm_variants
+            if seed not in ex.costly_seeds:
+                variants = [v for v in variants if v not in ex.costly_variants]
             overrides = [
                 f"name={run_name(cfg, arm, seed)}",
                 f"cpt.seed={seed}",
@@ -371,7 +380,13 @@ def render_experiment(
         f"- Raw interactions: {verify(BRONZE_INTERACTIONS.path(cfg.root)).rows:,} rows, fingerprint "
         f"{verify(BRONZE_INTERACTIONS.path(cfg.root)).fingerprint[:12]}; code {code_version()}.",
         f"- CPT seeds {cfg.experiment.cpt_seeds} per arm (CPT seed k fine-tuned with seed k); the variants "
-        f"without CPT with fine-tuning seeds {cfg.evaluate.seeds}.",
+        f"without CPT with fine-tuning seeds {cfg.evaluate.seeds}"
+        + (
+            f"; {', '.join(cfg.experiment.costly_variants)} and their base twins only at seeds "
+            f"{cfg.experiment.costly_seeds} (a CPU budget: their intervals rest on those seeds)."
+            if cfg.experiment.costly_variants
+            else "."
+        ),
         f"- Fine-tuning: every model to patience ({cfg.finetune.patience} epochs without a better valid "
         "NDCG@10, "
         f"at most {cfg.finetune.max_epochs}); design choices picked on valid only "

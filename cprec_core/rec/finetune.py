@@ -340,20 +340,21 @@ def finetune_run(
     selection: dict[str, dict[str, Any]] = {}
     for domain in cfg.eval_domains:
         for variant in cfg.finetune.variants:
+            seeds = cfg.finetune.seeds_of(variant, cfg.evaluate.seeds)
             choices = choices_for(cfg, variant)
             chosen = choices[0]
             if len(choices) > 1:
-                tried = [(c, run(domain, variant, cfg.evaluate.seeds[0], c)) for c in choices]
+                tried = [(c, run(domain, variant, seeds[0], c)) for c in choices]
                 chosen = select_on_valid(tried)
                 record = {
                     "metric": f"valid {SELECT_METRIC}",
-                    "seed": cfg.evaluate.seeds[0],
+                    "seed": seeds[0],
                     "candidates": [{"choice": c, "valid": r["valid"][SELECT_METRIC]} for c, r in tried],
                     "chosen": chosen,
                 }
                 atomic_write_text(top / domain / variant / "selection.json", json.dumps(record, indent=2))
                 selection.setdefault(domain, {})[variant] = record
-            runs += [run(domain, variant, seed, chosen) for seed in cfg.evaluate.seeds]
+            runs += [run(domain, variant, seed, chosen) for seed in seeds]
     listing = [
         {
             "domain": r["domain"],
@@ -378,7 +379,10 @@ def load_runs(cfg: Config) -> dict[str, Any]:
     verify(top)
     listing = json.loads((top / "runs.json").read_text())
     runs = [load_run(top / r["dir"]) for r in listing["runs"]]
-    want = {(d, v, s) for d in cfg.eval_domains for v in cfg.finetune.variants for s in cfg.evaluate.seeds}
+    ft = cfg.finetune
+    want = {
+        (d, v, s) for d in cfg.eval_domains for v in ft.variants for s in ft.seeds_of(v, cfg.evaluate.seeds)
+    }
     have = {(r["domain"], r["variant"], r["seed"]) for r in runs}
     if want - have:
         missing = sorted(want - have)[0]

@@ -111,3 +111,20 @@ def test_seed_table_lists_each_variant_at_each_seed_in_the_given_order() -> None
         "| sasrec | 0.5000 | 0.6000 |",
         "| cpt | 0.3123 | 0.4000 |",
     ]
+
+
+def test_a_costly_mode_runs_at_the_costly_seeds_only(tmp_path: Path) -> None:
+    given = [
+        f"paths.root={tmp_path}",
+        "experiment.cpt_seeds=[0,1,2]",
+        "finetune.variants=[cpt,base,cpt-full,base-full,sasrec]",
+        "experiment.costly_variants=[cpt-full]",
+        "experiment.costly_seeds=[0]",
+    ]
+    main = load_config(DEMO, given)
+    runs = plan(main, ["main"])
+    configs = {run.cpt_seed: load_config(DEMO, [*given, *run.overrides]) for run in runs}
+    assert configs[None].finetune.variants == ["base", "base-full", "sasrec"]
+    assert configs[None].finetune.variant_seeds == {"base-full": [0]}  # the base twin at seed 0 only
+    assert configs[0].finetune.variants == ["cpt", "cpt-full"]
+    assert configs[1].finetune.variants == configs[2].finetune.variants == ["cpt"]

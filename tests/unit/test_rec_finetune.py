@@ -233,3 +233,19 @@ def test_llm_warmup_holds_the_llm_to_patience_then_trains_it_too(
     final = load_file(Path(resumed["out_dir"]) / "model.safetensors")
     if res["best_epoch"] > 3:  # the best epoch trained the LLM: its weights moved
         assert any(not torch.equal(final[k], fresh[k]) for k in llm)
+
+
+def test_a_variant_may_run_at_its_own_seeds(world: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, cpt, base = world
+    write_silver(tmp_path)
+    cfg = tiny_config(
+        tmp_path, max_epochs=1, variants=["sasrec", "popularity"], variant_seeds={"sasrec": [1]}
+    )
+    cfg.evaluate.seeds = [0, 1]
+    out = finetune_run(cfg, cpt, base)
+    assert sorted((r["variant"], r["seed"]) for r in out["runs"]) == [
+        ("popularity", 0),
+        ("popularity", 1),
+        ("sasrec", 1),
+    ]
+    assert len(load_runs(cfg)["runs"]) == 3
