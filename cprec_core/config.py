@@ -330,6 +330,7 @@ SELECTABLE = (
     "train_top_layers",
     "temperature",
     "dropout",
+    "loss",
 )
 
 
@@ -401,6 +402,12 @@ class FinetuneConfig(Section):
         1e-4, gt=0, description="AdamW LR of trained LLM weights: a pretrained LM takes less"
     )
     batch_size: int = Field(128, ge=1)
+    loss: Literal["infonce", "softmax"] = Field(
+        "infonce",
+        description="the LLM recommenders' loss: InfoNCE over in-batch and num_negatives sampled items, or a "
+        "softmax over the whole catalogue (SASRec's; with an LLM that trains, every step then encodes every "
+        "item: a GPU's job)",
+    )
     num_negatives: int = Field(64, ge=0, description="sampled negatives beside in-batch ones")
     temperature: float = Field(0.07, gt=0)
     max_epochs: int = Field(30, ge=1)

@@ -71,7 +71,7 @@ ZERO_SHOT = {"zero-shot": "cpt", "zero-shot-base": "base"}  # variant -> which c
 SELECT_METRIC = "NDCG@10"
 # The keys a choice in finetune.select can change for each kind of variant (others are skipped).
 SASREC_CHOICES = {"lr", "dropout"}
-FROZEN_CHOICES = {"item_pooling", "lr", "item_id_embedding", "temperature", "dropout"}
+FROZEN_CHOICES = {"item_pooling", "lr", "item_id_embedding", "temperature", "dropout", "loss"}
 TRAINED_LLM_ONLY = {"llm_lr", "train_top_layers"}
 
 
@@ -223,7 +223,7 @@ def finetune_variant(
         if info:
             results["item_encoder"] = info
         results["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        loss: Loss = "full_softmax" if variant == "sasrec" else "infonce"
+        loss: Loss = "full_softmax" if variant == "sasrec" or fcfg.loss == "softmax" else "infonce"
         work = rec_dir(cfg) / ".work" / domain / variant / f"seed={seed}-{key}"
         results.update(
             train_model(model, data, fcfg, loss, seed, device, work, progress, report, stop_after_epochs)

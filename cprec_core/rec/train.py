@@ -150,6 +150,8 @@ def train_model(
                         draw_negatives(model.n_items, cfg.num_negatives, gen) if loss == "infonce" else None
                     )
                     touched = [x.clamp(max=model.n_items - 1).flatten(), y[keep]]
+                    if loss == "full_softmax":  # every item is a candidate: encode the catalogue once
+                        touched = [torch.arange(model.n_items, device=device)]
                     model.items.prepare(
                         torch.cat(touched if sampled is None else [*touched, sampled.to(device)])
                     )

@@ -249,3 +249,15 @@ def test_a_variant_may_run_at_its_own_seeds(world: tuple[Path, Path, Path], tmp_
         ("sasrec", 1),
     ]
     assert len(load_runs(cfg)["runs"]) == 3
+
+
+def test_a_softmax_over_the_catalogue_trains_the_text_recommender(
+    world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    root, cpt, base = world
+    cfg = tiny_config(
+        root, max_epochs=8, patience=8, lr=1e-2, temperature=0.2, loss="softmax", variants=["cpt-top"]
+    )
+    res = finetune_variant(cfg, DOMAIN, "cpt-top", 0, cpt, base, tmp_path / "softmax")
+    curve = [c["valid_NDCG@10"] for c in res["curve"]]
+    assert max(curve) > curve[0] + 0.2 and res["test"]["NDCG@10"] > 0.5
