@@ -43,6 +43,9 @@ def bench_config(root: str, memory_limit: str = "2GB") -> Config:
             f"domains.pretrain={list(DOMAINS[:-1])}",
             f"domains.downstream={[DOMAINS[-1]]}",
             f"behaviors.duckdb.memory_limit={memory_limit}",
+            # synthetic titles come from theme word families shared by every domain, so at bench
+            # scale they collide across catalogues; the guard is for real catalogues
+            "corpus.max_downstream_overlap=1.0",
         ],
     )
 

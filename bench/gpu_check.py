@@ -178,8 +178,9 @@ def main() -> None:
         def flush(self) -> None:
             self.stream.flush()
 
-    import prefect  # noqa: F401  (sets up Prefect's logging; our handler goes on top of it)
+    from prefect.logging.configuration import ensure_logging_setup
 
+    ensure_logging_setup()  # Prefect's dictConfig first: run later, it would drop our handler
     handler = logging.StreamHandler(log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     logging.getLogger("prefect").addHandler(handler)  # every flow and task run log line

@@ -24,6 +24,8 @@ from cprec_core.stages import base_model_dir, cpt_dir
 SMALL = [
     "finetune.max_epochs=1",
     "finetune.variants=[cpt,base,zero-shot,zero-shot-base,popularity,sasrec]",
+    "experiment.arm_variants=[cpt]",
+    "experiment.costly_variants=[]",
     "evaluate.seeds=[0,1]",
     "experiment.cpt_seeds=[0,1]",
     "cpt.max_steps=4",
