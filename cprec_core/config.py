@@ -370,7 +370,10 @@ class FinetuneConfig(Section):
         "blocks over item embeddings (HLLM's user LLM; every block trains)",
     )
     item_id_embedding: bool = Field(
-        False, description="add a learned per-item id vector to every text item embedding (text + id)"
+        False,
+        description="add a learned per-item id vector to every text item embedding (text + id). Off "
+        "by default (the synthetic demo's taste is in the text); the shipped real-data configs turn it "
+        "on: +33 % (base) and +30 % (cpt) valid NDCG@10 on real Scientific (RESULTS.md)",
     )
     variants: list[str] = Field(
         default=["cpt", "base", "zero-shot", "popularity", "sasrec"],
