@@ -258,54 +258,42 @@ def _cpt(rec: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _users_per_s(r: dict[str, Any]) -> list[str]:
+    """Contenders' users/s against the per-user loop, and the >= 5x target."""
+    c = r["contenders"]
+    rows = [
+        [
+            n,
+            f"{v['users_per_s'] / c['loop']['users_per_s']:.1f}×",
+            f"{v['users_per_s']:,.0f}",
+            f"{v['seconds']:.1f}",
+            _gib(v["peak_rss_bytes"]),
+            f"{v['load_before']:.1f}",
+        ]
+        for n, v in c.items()
+    ]
+    lines = _table(["contender", "vs loop", "users/s", "seconds", "peak RSS", "load"], rows)
+    return [*lines, f"- Target ≥ 5× the per-user loop: {r['ratio']:.1f}× → {_verdict(r['ratio'] >= 5)}", ""]
+
+
 def _ranking(rec: dict[str, Any]) -> list[str]:
     r = rec["result"]
-    c = r["contenders"]
     lines = _head(rec, "5. full-ranking evaluation")
     lines.append(
         f"{r['users']:,} users × {r['items']:,} items, test split, one SASRec forward per scoring call; "
         f"ranks identical and metrics equal to 1e-12: {r['identical']}."
     )
-    lines.append("")
-    rows = [
-        [
-            n,
-            f"{v['users_per_s'] / c['loop']['users_per_s']:.1f}×",
-            f"{v['users_per_s']:,.0f}",
-            f"{v['seconds']:.1f}",
-            _gib(v["peak_rss_bytes"]),
-            f"{v['load_before']:.1f}",
-        ]
-        for n, v in c.items()
-    ]
-    lines += _table(["contender", "vs loop", "users/s", "seconds", "peak RSS", "load"], rows)
-    lines += [f"- Target ≥ 5× the per-user loop: {r['ratio']:.1f}× → {_verdict(r['ratio'] >= 5)}", ""]
-    return lines
+    return [*lines, "", *_users_per_s(r)]
 
 
 def _recommend(rec: dict[str, Any]) -> list[str]:
     r = rec["result"]
-    c = r["contenders"]
     lines = _head(rec, "7. top-K recommendations (the recommend stage)")
     lines.append(
         f"{r['users']:,} users × {r['items']:,} items, top {r['k']}, whole histories masked, one SASRec "
         f"forward per scoring call; every user's list identical: {r['identical']}."
     )
-    lines.append("")
-    rows = [
-        [
-            n,
-            f"{v['users_per_s'] / c['loop']['users_per_s']:.1f}×",
-            f"{v['users_per_s']:,.0f}",
-            f"{v['seconds']:.1f}",
-            _gib(v["peak_rss_bytes"]),
-            f"{v['load_before']:.1f}",
-        ]
-        for n, v in c.items()
-    ]
-    lines += _table(["contender", "vs loop", "users/s", "seconds", "peak RSS", "load"], rows)
-    lines += [f"- Target ≥ 5× the per-user loop: {r['ratio']:.1f}× → {_verdict(r['ratio'] >= 5)}", ""]
-    return lines
+    return [*lines, "", *_users_per_s(r)]
 
 
 def _cache(rec: dict[str, Any]) -> list[str]:
