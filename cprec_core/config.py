@@ -603,6 +603,16 @@ class Config(Section):
             raise ValueError(f"finetune.domains {extra}: not in domains.downstream {self.domains.downstream}")
         return self
 
+    @model_validator(mode="after")
+    def _gpu_pool_needs_a_shared_root(self) -> Config:
+        if self.orchestration.gpu_pool and not self.paths.root.is_absolute():
+            raise ValueError(
+                f"paths.root={str(self.paths.root)!r} is relative, but orchestration.gpu_pool is set: a GPU "
+                "node would resolve it against its own working directory; give the absolute path of the "
+                "volume every node shares"
+            )
+        return self
+
     @property
     def root(self) -> Path:
         return self.paths.root

@@ -121,3 +121,28 @@ def test_a_config_may_mix_encoder_modes_per_variant() -> None:
     cfg = load_config(None, ["finetune.variants=[cpt, base-top, cpt-lora]", "finetune.encoder_mode=full"])
     assert [cfg.finetune.variant_mode(v) for v in cfg.finetune.variants] == ["full", "top", "lora"]
     assert cfg.finetune.variant_mode("sasrec") is None
+
+
+def test_a_gpu_pool_needs_an_absolute_run_root(tmp_path: Path) -> None:
+    relative = re.escape("paths.root='var/x' is relative, but orchestration.gpu_pool is set")
+    with pytest.raises(ConfigError, match=relative):
+        load_config(None, ["paths.root=var/x", "orchestration.gpu_pool=cprec-gpu"])
+    assert load_config(None, [f"paths.root={tmp_path}", "orchestration.gpu_pool=cprec-gpu"]).root == tmp_path
+    assert load_config(None, ["paths.root=var/x"]).root == Path("var/x")  # in-process: relative is fine
+
+
+def test_pack_and_cpt_go_to_the_gpu_pool_together_finetune_alone(tmp_path: Path) -> None:
+    from flows.cprec import stage_groups
+
+    stages = ["ingest", "behaviors", "corpus", "pack", "cpt", "finetune", "evaluate"]
+    pooled = load_config(None, [f"paths.root={tmp_path}", "orchestration.gpu_pool=cprec-gpu"])
+    assert stage_groups(stages, pooled) == [
+        ["ingest"],
+        ["behaviors"],
+        ["corpus"],
+        ["pack", "cpt"],
+        ["finetune"],
+        ["evaluate"],
+    ]
+    assert stage_groups(stages, load_config(None, [])) == [[s] for s in stages]
+    assert stage_groups(["pack", "finetune"], pooled) == [["pack"], ["finetune"]]
