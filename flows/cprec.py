@@ -16,6 +16,7 @@ from prefect.deployments import run_deployment
 
 from cprec_core.artifacts import code_version
 from cprec_core.config import Config, apply_overrides, config_from_dict, load_config
+from cprec_core.refresh import domain_fingerprints, save_fingerprints
 from cprec_core.stages import outputs_match, parse_stages, stage_key
 from flows.refresh import run_refresh
 from tasks.behaviors import behaviors
@@ -37,6 +38,8 @@ TASKS = {
     "evaluate": evaluate,
     "recommend": recommend,
 }
+# what a refresh rebuilds: a run of all three leaves the corpus in step with the raw files
+REFRESHED_STAGES = {"ingest", "behaviors", "corpus"}
 # the stages a GPU pool runs, and the deployment (deploy/prefect.yaml) that runs each
 GPU_DEPLOYMENT = {"pack": "cpt", "cpt": "cpt", "finetune": "finetune"}
 
@@ -95,12 +98,15 @@ def cprec(
     logger = get_run_logger()
     selected = parse_stages(stages)
     logger.info("run %s: stages %s, root %s", cfg.name, ", ".join(selected), Path(cfg.root).resolve())
+    raw = domain_fingerprints(cfg) if set(selected) >= REFRESHED_STAGES else None
     results: dict[str, Any] = {}
     for group in stage_groups(selected, cfg):
         if len(group) == 1 and not (cfg.orchestration.gpu_pool and group[0] in GPU_DEPLOYMENT):
             results[group[0]] = run_stage(group[0], cfg)
         else:
             results.update(dict.fromkeys(group, run_on_gpu_pool(group, cfg)))
+        if raw is not None and group[-1] == "corpus":
+            save_fingerprints(cfg, raw)  # so a refresh right after this run is a no-op
     return results
 
 
