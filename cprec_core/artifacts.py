@@ -26,13 +26,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core import __version__
+from cprec_core.errors import UserError
 from cprec_core.schema import Artifact
 
 MANIFEST = "_manifest.json"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(UserError, RuntimeError):
     """An artifact is missing, incomplete or does not match its manifest."""
 
 

@@ -26,11 +26,13 @@ from pydantic import (
     model_validator,
 )
 
+from cprec_core.errors import UserError
+
 DOMAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem, phrased as one line naming the key and what is allowed."""
 
 

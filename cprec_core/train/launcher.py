@@ -24,6 +24,7 @@ from typing import Any
 
 from cprec_core.artifacts import atomic_write_text, config_hash, read_manifest
 from cprec_core.config import Config, ConfigError, LauncherConfig
+from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 from cprec_core.models import check_model_path
 from cprec_core.schema import GOLD_PACKED
@@ -37,7 +38,7 @@ ENTRY_MODULE = "cprec_core.train.entry"
 TAIL_LINES = 40
 
 
-class CPTError(RuntimeError):
+class CPTError(UserError, RuntimeError):
     """The launched training exited non-zero; the message carries its last output lines."""
 
 

@@ -41,3 +41,33 @@ def test_bad_override_names_key_and_value(tmp_path: Path) -> None:
 def test_unknown_base_model() -> None:
     line = one_error_line(runner.invoke(app, ["base-model", "gpt-17"]))
     assert "base model 'gpt-17' unknown; available: smollm2-135m" in line
+
+
+def test_every_error_a_user_can_fix_is_one_line_in_the_cli() -> None:
+    """Each error class of the library (but the internal row and interruption signals) is a
+    UserError, which the CLI prints in one line with exit 2."""
+    import importlib
+    import pkgutil
+
+    import cprec_core
+    from cprec_core.errors import UserError
+
+    internal = {"RowError", "Interrupted"}  # a reader's per-row reason; a test's resume signal
+    found = {}
+    for mod in pkgutil.walk_packages(cprec_core.__path__, "cprec_core."):
+        module = importlib.import_module(mod.name)
+        for name, obj in vars(module).items():
+            if isinstance(obj, type) and obj.__module__ == mod.name and name.endswith("Error"):
+                found[name] = obj
+    assert {"BehaviorsError", "CorpusError", "ModelError", "CPTError", "RecommendError"} <= set(found)
+    assert [n for n, c in found.items() if n not in internal and not issubclass(c, UserError)] == []
+
+
+def test_a_stage_error_inside_the_flow_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-model"
+    result = runner.invoke(
+        app, ["run", "--stages", "pack", "--set", f"paths.root={tmp_path}", "--set", f"model.path={missing}"]
+    )
+    assert one_error_line(result) == (
+        f"error: model.path={missing}: does not exist (a local HF directory or a .gguf file)"
+    )
