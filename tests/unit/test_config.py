@@ -146,3 +146,16 @@ def test_pack_and_cpt_go_to_the_gpu_pool_together_finetune_alone(tmp_path: Path)
     ]
     assert stage_groups(stages, load_config(None, [])) == [[s] for s in stages]
     assert stage_groups(["pack", "finetune"], pooled) == [["pack"], ["finetune"]]
+
+
+def test_blocks_longer_than_the_models_positions_fail_at_load(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("pack.seq_len=1024 exceeds the base model's max_position")
+    ):
+        load_config(None, ["pack.seq_len=1024", "model.tiny.max_position_embeddings=512"])
+    model = tmp_path / "hf"
+    model.mkdir()
+    (model / "config.json").write_text('{"max_position_embeddings": 128, "num_hidden_layers": 4}')
+    with pytest.raises(ConfigError, match="max_position_embeddings=128"):
+        load_config(None, [f"model.path={model}", "pack.seq_len=256"])
+    assert load_config(None, [f"model.path={model}", "pack.seq_len=128"]).pack.seq_len == 128
