@@ -16,7 +16,8 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /opt/cprec
 
-# torch first and pinned, as the Makefile installs it: the CPU or CUDA build by VARIANT
+# torch first, pinned to the Makefile's version (a test checks), from PyTorch's index for VARIANT
+# (the Makefile installs from PyPI on a CPU box; verify that the cu128 index carries the pin)
 RUN case "$VARIANT" in \
       cpu) index=https://download.pytorch.org/whl/cpu ;; \
       cuda) index=https://download.pytorch.org/whl/cu128 ;; \

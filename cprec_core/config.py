@@ -626,13 +626,16 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
-    def _gpu_pool_needs_a_shared_root(self) -> Config:
-        if self.orchestration.gpu_pool and not self.paths.root.is_absolute():
-            raise ValueError(
-                f"paths.root={str(self.paths.root)!r} is relative, but orchestration.gpu_pool is set: a GPU "
-                "node would resolve it against its own working directory; give the absolute path of the "
-                "volume every node shares"
-            )
+    def _gpu_pool_needs_shared_paths(self) -> Config:
+        if not self.orchestration.gpu_pool:
+            return self
+        for key, path in (("paths.root", self.paths.root), ("model.path", self.model.path)):
+            if path is not None and not Path(path).is_absolute():
+                raise ValueError(
+                    f"{key}={str(path)!r} is relative, but orchestration.gpu_pool is set: a GPU node "
+                    "would resolve it against its own working directory; give an absolute path on the "
+                    "volume every node shares"
+                )
         return self
 
     @property

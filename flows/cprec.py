@@ -16,6 +16,7 @@ from prefect.deployments import run_deployment
 
 from cprec_core.artifacts import code_version
 from cprec_core.config import Config, apply_overrides, config_from_dict, load_config
+from cprec_core.errors import UserError
 from cprec_core.refresh import domain_fingerprints, save_fingerprints
 from cprec_core.stages import outputs_match, parse_stages, stage_key
 from flows.refresh import run_refresh
@@ -44,8 +45,12 @@ REFRESHED_STAGES = {"ingest", "behaviors", "corpus"}
 GPU_DEPLOYMENT = {"pack": "cpt", "cpt": "cpt", "finetune": "finetune"}
 
 
-class CodeVersionMismatch(RuntimeError):
+class CodeVersionMismatch(UserError, RuntimeError):
     """A GPU-pool child runs other code than the parent that handed it the stage."""
+
+
+class HandOffFailed(UserError, RuntimeError):
+    """A stage handed to the GPU pool failed there; the message is the child's error line."""
 
 
 def resolve_config(config: str | dict[str, Any] | Config | None, overrides: list[str] | None) -> Config:
@@ -101,10 +106,10 @@ def cprec(
     raw = domain_fingerprints(cfg) if set(selected) >= REFRESHED_STAGES else None
     results: dict[str, Any] = {}
     for group in stage_groups(selected, cfg):
-        if len(group) == 1 and not (cfg.orchestration.gpu_pool and group[0] in GPU_DEPLOYMENT):
-            results[group[0]] = run_stage(group[0], cfg)
-        else:
+        if group[0] in GPU_DEPLOYMENT and cfg.orchestration.gpu_pool and not all_cached(group, cfg):
             results.update(dict.fromkeys(group, run_on_gpu_pool(group, cfg)))
+        else:
+            results.update({stage: run_stage(stage, cfg) for stage in group})
         if raw is not None and group[-1] == "corpus":
             save_fingerprints(cfg, raw)  # so a refresh right after this run is a no-op
     return results
@@ -123,29 +128,36 @@ def stage_groups(selected: list[str], cfg: Config) -> list[list[str]]:
     return groups
 
 
-def run_on_gpu_pool(stages: list[str], cfg: Config) -> dict[str, Any]:
-    """Hand GPU stages to their deployment (bound to the GPU work pool) and wait for it.
+def all_cached(stages: list[str], cfg: Config) -> bool:
+    """Every stage's outputs on disk match its key: reading them back needs no GPU job."""
+    return all(outputs_match(stage, cfg, stage_key(stage, cfg)) for stage in stages)
 
-    The child gets the resolved config as a mapping (its absolute run root included), not a path
-    that its own working directory would resolve, and this run's code version to check."""
+
+def child_parameters(stages: list[str], cfg: Config) -> dict[str, Any]:
+    """What a GPU-pool child run gets: the resolved config as a mapping (its absolute run root
+    included: not a path the node would resolve) with no pool of its own (it runs the stages, it
+    does not hand them on), and this run's code version to check."""
+    config = cfg.model_dump(mode="json")
+    config["orchestration"]["gpu_pool"] = None
+    return {"config": config, "stages": stages, "overrides": [], "parent_code_version": code_version()}
+
+
+def run_on_gpu_pool(stages: list[str], cfg: Config) -> dict[str, Any]:
+    """Hand GPU stages to their deployment (bound to the GPU work pool) and wait for it; a failed
+    child fails this run with the child's error line."""
     name = f"cprec/{GPU_DEPLOYMENT[stages[0]]}"
     get_run_logger().info(
         "stages %s: handed to %s on pool %s", ",".join(stages), name, cfg.orchestration.gpu_pool
     )
     flow_run = run_deployment(
         name=name,
-        parameters={
-            "config": cfg.model_dump(mode="json"),
-            "stages": stages,
-            "overrides": [],
-            "parent_code_version": code_version(),
-        },
+        parameters=child_parameters(stages, cfg),
         timeout=None,
     )
     state = flow_run.state
     if state is None or not state.is_completed():
         why = state.message if state is not None and state.message else "no final state"
-        raise RuntimeError(f"stages {','.join(stages)} on the GPU pool (flow run {flow_run.name}): {why}")
+        raise HandOffFailed(f"stages {','.join(stages)} on the GPU pool (flow run {flow_run.name}): {why}")
     return {"flow_run_id": str(flow_run.id), "state": state.name}
 
 

@@ -78,9 +78,9 @@ def test_full_pipeline_hands_gpu_stages_to_the_gpu_pool(server: dict[str, str], 
         run = cli(env, "deployment", "run", "cprec/full-pipeline", "--params", json.dumps(full), "--watch")
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
         seen = api(env, CHILD_RUNS, flow_run_id(run.stdout))
+        assert all(c["pool"] == "cprec-gpu" and c["state"] == "Completed" for c in seen["children"]), seen
         children = sorted(seen["children"], key=lambda c: c["end"])
         assert [c["stages"] for c in children] == [["pack", "cpt"], ["finetune"]], children
-        assert all(c["pool"] == "cprec-gpu" and c["state"] == "Completed" for c in children), children
         assert all(c["config_is_mapping"] for c in children), children  # not a path the node resolves
         assert seen["parent"]["state"] == "Completed" and seen["parent"]["end"] >= children[-1]["end"]
         gpu_log = (tmp_path / "gpu-worker.log").read_text()

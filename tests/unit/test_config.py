@@ -159,3 +159,25 @@ def test_blocks_longer_than_the_models_positions_fail_at_load(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="max_position_embeddings=128"):
         load_config(None, [f"model.path={model}", "pack.seq_len=256"])
     assert load_config(None, [f"model.path={model}", "pack.seq_len=128"]).pack.seq_len == 128
+
+
+def test_a_gpu_pool_child_gets_the_resolved_config_and_runs_its_stages_itself(tmp_path: Path) -> None:
+    from cprec_core.artifacts import code_version
+    from flows.cprec import child_parameters, resolve_config
+
+    cfg = load_config(None, [f"paths.root={tmp_path}", "orchestration.gpu_pool=cprec-gpu", "name=x"])
+    params = child_parameters(["pack", "cpt"], cfg)
+    assert params["stages"] == ["pack", "cpt"] and params["overrides"] == []
+    assert params["parent_code_version"] == code_version()
+    child = resolve_config(params["config"], [])
+    assert child.orchestration.gpu_pool is None  # it runs them: handing them on would never end
+    assert (child.root, child.name) == (tmp_path, "x")
+
+
+def test_a_child_on_other_code_refuses_to_start() -> None:
+    from flows.cprec import CodeVersionMismatch, cprec
+
+    with pytest.raises(
+        CodeVersionMismatch, match="the parent flow run 0.0.0\\+other: deploy the same commit"
+    ):
+        cprec.fn(config=None, stages="ingest", parent_code_version="0.0.0+other")

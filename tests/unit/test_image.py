@@ -42,10 +42,11 @@ def test_the_job_template_runs_in_the_images_checkout_and_mounts_its_volume() ->
     assert [m["mountPath"] for m in c["volumeMounts"]] == [volume]
 
 
-def test_the_production_run_root_is_on_the_shared_volume() -> None:
+def test_the_production_run_root_and_base_model_are_on_the_shared_volume() -> None:
     (volume,) = dockerfile()["VOLUME"]
     cfg = load_config(ROOT / "configs" / "amazon2023.yaml")
     assert cfg.orchestration.gpu_pool and cfg.root.is_relative_to(volume)
+    assert Path(cfg.model.path).is_relative_to(volume)  # the base model is on it too
 
 
 def test_the_image_pins_the_makefiles_torch_and_carries_every_package() -> None:
