@@ -72,11 +72,14 @@ def test_every_error_a_user_can_fix_is_one_line_in_the_cli() -> None:
     assert [n for n, c in found.items() if n not in internal and not issubclass(c, UserError)] == []
 
 
-def test_a_stage_error_inside_the_flow_is_one_line(tmp_path: Path) -> None:
+def test_a_stage_error_inside_the_flow_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
     missing = tmp_path / "no-model"
-    result = runner.invoke(
-        app, ["run", "--stages", "pack", "--set", f"paths.root={tmp_path}", "--set", f"model.path={missing}"]
-    )
-    assert one_error_line(result) == (
-        f"error: model.path={missing}: does not exist (a local HF directory or a .gguf file)"
-    )
+    cmd = [Path(sys.executable).with_name("cprec"), "run", "--stages", "pack"]
+    cmd += ["--set", f"paths.root={tmp_path}", "--set", f"model.path={missing}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    printed = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("error:")]
+    assert printed == [f"error: model.path={missing}: does not exist (a local HF directory or a .gguf file)"]
