@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench base-model realdata finetune-modes gpu-check clean
+.PHONY: install demo test test-fast lint bench base-model realdata finetune-modes gpu-check image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ finetune-modes: $(STAMP)  ## real Scientific, tiny scale, one seed: every encode
 gpu-check: $(STAMP) $(SMOLLM2)/config.json  ## on one GPU, < 8 min: SmolLM2 CPT ZeRO-2/3 bf16 + one full fine-tuning epoch
 	$(BIN)/cprec prepare-realdata --out var/raw/realdata
 	$(BIN)/python -m bench.gpu_check --out var/gpu-check
+
+VARIANT ?= cpu
+IMAGE   ?= cprec:latest
+
+image:  ## the worker image (Dockerfile): VARIANT=cpu|cuda, IMAGE=registry/cprec:tag
+	docker build --build-arg VARIANT=$(VARIANT) -t $(IMAGE) .
 
 clean:
 	rm -rf var

@@ -4,7 +4,8 @@ In one process with its own PREFECT_HOME (ephemeral API, started by a warm-up fl
 timed), on synthetic Amazon-2023 files of 7 domains:
   cold      `cprec(config, stages="ingest,behaviors,corpus")` on an empty run root;
   rerun     the same call again, nothing changed (every stage a cache hit);
-  refresh0  `cprec(config, refresh=True)` once, to record the raw fingerprints (all domains new);
+  refresh0  `cprec(config, refresh=True)` right after: a no-op (the cold run recorded the raw
+            fingerprints);
   refresh1  one domain's raw files replaced by a new log drop, then `cprec(config, refresh=True)`:
             only that domain is re-ingested; behaviors and corpus are rebuilt.
 Per-stage seconds come from wrapping flows.cprec.run_stage (the function both paths call).

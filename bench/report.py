@@ -309,7 +309,7 @@ def _cache(rec: dict[str, Any]) -> list[str]:
     labels = {
         "cold": "cold (empty run root)",
         "rerun": "unchanged rerun",
-        "refresh0": "first refresh (records raw fingerprints)",
+        "refresh0": "refresh right after the run",
         "refresh1": f"one-domain refresh ({r['changed_domain']})",
     }
     rows = [

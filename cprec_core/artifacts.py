@@ -26,24 +26,28 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core import __version__
+from cprec_core.errors import UserError
 from cprec_core.schema import Artifact
 
 MANIFEST = "_manifest.json"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(UserError, RuntimeError):
     """An artifact is missing, incomplete or does not match its manifest."""
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version + hash of the library and SQL sources: part of every cache key."""
+    """Package version + hash of the library, the flows and tasks that wire it, and the SQL: part of
+    every cache key, and what a GPU-pool child checks against its parent."""
     from cprec_core.resources import shipped
 
     h = hashlib.sha256()
     for base, pattern, prefix in (
         (PROJECT_ROOT / "cprec_core", "**/*.py", "cprec_core"),
+        (PROJECT_ROOT / "flows", "*.py", "flows"),
+        (PROJECT_ROOT / "tasks", "*.py", "tasks"),
         (shipped("sql"), "*.sql", "sql"),
     ):
         for p in sorted(base.glob(pattern)):

@@ -27,6 +27,7 @@ from rich.progress import Progress
 from cprec_core import sql
 from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_manifest
 from cprec_core.config import Config
+from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 from cprec_core.schema import (
     BRONZE_INTERACTIONS,
@@ -60,7 +61,7 @@ OUTPUTS: tuple[tuple[str, Artifact], ...] = (
 )
 
 
-class BehaviorsError(ValueError):
+class BehaviorsError(UserError, ValueError):
     """The bronze data cannot serve the configured domains."""
 
 

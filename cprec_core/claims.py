@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cprec_core.artifacts import atomic_write_text
+from cprec_core.errors import UserError
 from cprec_core.metrics import paired_test
 
 CLAIMS_FILE = "claims.json"
@@ -39,7 +40,7 @@ N_BOOT = 2000
 VERDICTS = ("supported", "contradicted", "inconclusive")
 
 
-class ClaimsError(ValueError):
+class ClaimsError(UserError, ValueError):
     """claims.json is missing or does not follow its schema; the message names the file and field."""
 
 

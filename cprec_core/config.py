@@ -26,11 +26,13 @@ from pydantic import (
     model_validator,
 )
 
+from cprec_core.errors import UserError
+
 DOMAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem, phrased as one line naming the key and what is allowed."""
 
 
@@ -317,6 +319,15 @@ class CPTConfig(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     launcher: LauncherConfig = LauncherConfig()
 
+    @model_validator(mode="after")
+    def _offload_params_needs_zero3(self) -> CPTConfig:
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(
+                f"cpt.offload_params=true needs cpt.zero_stage=3 (got {self.zero_stage}): only ZeRO-3 "
+                "partitions parameters; set cpt.zero_stage=3 or cpt.offload_params=false"
+            )
+        return self
+
 
 EncoderMode = Literal["frozen", "full", "lora", "top"]
 ENCODER_MODES: tuple[str, ...] = ("frozen", "full", "lora", "top")
@@ -536,16 +547,17 @@ class OrchestrationConfig(Section):
     )
 
 
-def llm_layers(model: ModelConfig) -> int | None:
-    """Decoder blocks of the configured base LLM: the tiny model's setting, or config.json of a local
-    HF directory; None when it cannot be read without loading weights (a .gguf, a missing path)."""
+def base_model_setting(model: ModelConfig, key: str) -> int | None:
+    """An HF config setting of the configured base LLM (num_hidden_layers, max_position_embeddings):
+    the tiny model's own, or config.json of a local HF directory; None when it cannot be read
+    without loading weights (a .gguf, a missing path)."""
     if model.path is None:
-        return model.tiny.num_layers
+        return {"num_hidden_layers": model.tiny.num_layers}.get(key, getattr(model.tiny, key, None))
     config_json = Path(model.path) / "config.json"
     if not config_json.is_file():
         return None
-    layers = json.loads(config_json.read_text()).get("num_hidden_layers")
-    return int(layers) if isinstance(layers, int) else None
+    value = json.loads(config_json.read_text()).get(key)
+    return int(value) if isinstance(value, int) else None
 
 
 class Config(Section):
@@ -580,10 +592,20 @@ class Config(Section):
         ft = self.finetune
         if "top" not in map(ft.variant_mode, ft.variants):
             return self
-        layers = llm_layers(self.model)
+        layers = base_model_setting(self.model, "num_hidden_layers")
         if layers is not None and ft.train_top_layers > layers:
             raise ValueError(
                 f"finetune.train_top_layers={ft.train_top_layers} exceeds the base model's {layers} layers"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _blocks_fit_the_models_positions(self) -> Config:
+        positions = base_model_setting(self.model, "max_position_embeddings")
+        if positions is not None and self.pack.seq_len > positions:
+            raise ValueError(
+                f"pack.seq_len={self.pack.seq_len} exceeds the base model's max_position_embeddings="
+                f"{positions}; lower pack.seq_len"
             )
         return self
 
@@ -601,6 +623,19 @@ class Config(Section):
         extra = sorted(set(self.finetune.domains or []) - set(self.domains.downstream))
         if extra:
             raise ValueError(f"finetune.domains {extra}: not in domains.downstream {self.domains.downstream}")
+        return self
+
+    @model_validator(mode="after")
+    def _gpu_pool_needs_shared_paths(self) -> Config:
+        if not self.orchestration.gpu_pool:
+            return self
+        for key, path in (("paths.root", self.paths.root), ("model.path", self.model.path)):
+            if path is not None and not Path(path).is_absolute():
+                raise ValueError(
+                    f"{key}={str(path)!r} is relative, but orchestration.gpu_pool is set: a GPU node "
+                    "would resolve it against its own working directory; give an absolute path on the "
+                    "volume every node shares"
+                )
         return self
 
     @property

@@ -45,6 +45,7 @@ from rich.progress import Progress
 
 from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_table, write_table
 from cprec_core.config import Config, ConfigError, CorpusConfig
+from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 from cprec_core.prompts import (
     MIXED_HEADER,
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 RENDER_CHUNK_ROWS = 100_000  # events rendered per batch of whole users: bounds Python memory
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """Silver inputs that break the corpus stage's contract, or a corpus that would be empty."""
 
 

@@ -43,6 +43,7 @@ from cprec_core.artifacts import (
 )
 from cprec_core.claims import Comparison, compare, summarize, write_claims
 from cprec_core.config import Config
+from cprec_core.errors import UserError
 from cprec_core.evaluate import (
     CLAIM_TEXT,
     PROTOCOLS,
@@ -108,7 +109,7 @@ ARM_CLAIM_TEXT = {
 PIPELINE = tuple(s for s in STAGES if s != "recommend")  # an experiment measures; it serves nothing
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UserError, ValueError):
     """The config cannot serve as an experiment's main arm; the message says which key."""
 
 

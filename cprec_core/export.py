@@ -19,13 +19,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core.artifacts import atomic_dir, parquet_files
+from cprec_core.errors import UserError
 from cprec_core.prompts import clean_text
 from cprec_core.schema import SILVER_EVENTS, SILVER_ITEMS
 
 TIE_STEP = 1000  # offsets of 1/TIE_STEP s separate same-time events
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The domain cannot be exported; the message names it and why."""
 
 

@@ -31,6 +31,7 @@ from transformers import (
 
 from cprec_core.artifacts import ArtifactError, atomic_dir, config_hash, finish_manifest, verify
 from cprec_core.config import Config, TinyModelConfig
+from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 
 EOS_TOKEN = "<|endoftext|>"  # GPT-2 style: one special token serves as bos, eos and pad
@@ -44,7 +45,7 @@ PRETRAIN_LOG = "pretrain_log.jsonl"  # the general pre-training curve, beside th
 PRETRAIN_PLOT = "pretrain_curve.png"
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A base model cannot be found, built or loaded; the message names the path and the fix."""
 
 

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core.artifacts import atomic_dir
+from cprec_core.errors import UserError
 
 # The generic raw layout (the contract with the `generic` ingest reader).
 GENERIC_INTERACTIONS = pa.schema(
@@ -64,7 +65,7 @@ RECBOLE_INTER_HEADER = ["user_id:token", "item_id_list:token_seq", "item_id:toke
 SCIENTIFIC_ROOT = "Industrial & Scientific"  # first level of every Scientific category path
 
 
-class RealDataError(ValueError):
+class RealDataError(UserError, ValueError):
     """A source file does not have the format shared/data/README.md describes (names file and line)."""
 
 

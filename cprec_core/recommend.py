@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from cprec_core.artifacts import config_hash, sha256_file, write_table
 from cprec_core.config import Config
+from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 from cprec_core.prompts import item_text
 from cprec_core.rec.baselines import popularity_score_fn
@@ -43,7 +44,7 @@ from cprec_core.stages import serving_dir
 SELECT_METRIC = "NDCG@10"
 
 
-class RecommendError(ValueError):
+class RecommendError(UserError, ValueError):
     """No model to recommend with, or an unknown user / item; the message says which and why."""
 
 

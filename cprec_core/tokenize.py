@@ -34,6 +34,7 @@ from tokenizers import Tokenizer
 
 from cprec_core.artifacts import DatasetWriter, config_hash, parquet_files, read_manifest, sha256_file
 from cprec_core.config import Config
+from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 from cprec_core.schema import GOLD_CORPUS, GOLD_PACKED
 
@@ -47,7 +48,7 @@ PACK_CHUNK_DOCS = 8192  # documents gathered per vectorized packing step
 _worker_tokenizer: Tokenizer | None = None
 
 
-class PackError(ValueError):
+class PackError(UserError, ValueError):
     """The corpus or tokenizer cannot be packed; the message names the file and the problem."""
 
 

@@ -20,12 +20,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core.artifacts import parquet_files
+from cprec_core.errors import UserError
 from cprec_core.schema import Artifact
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(UserError, RuntimeError):
     """An artifact broke one of its expectations; the message names it and shows sample rows."""
 
 

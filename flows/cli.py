@@ -18,6 +18,7 @@ from rich.table import Table
 
 from cprec_core.artifacts import PROJECT_ROOT, ArtifactError
 from cprec_core.config import Config, ConfigError, load_config
+from cprec_core.errors import UserError
 from cprec_core.resources import shipped_configs
 
 app = typer.Typer(
@@ -33,23 +34,8 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. 
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from cprec_core.claims import ClaimsError
-    from cprec_core.validate import ValidationFailed
-
-    errors: list[type[BaseException]] = [
-        ConfigError,
-        ArtifactError,
-        ValidationFailed,
-        FileNotFoundError,
-        ClaimsError,
-    ]
-    try:
-        from cprec_core.ingest.run import IngestError
-
-        errors.append(IngestError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    """What a user can fix: one line, exit 2 (cprec_core.errors); anything else keeps its traceback."""
+    return (UserError, FileNotFoundError)
 
 
 def _fail(message: str) -> None:
@@ -256,7 +242,7 @@ def recommend(
 ) -> None:
     """Recommendations: a known user's (from the recommend stage) or new sessions' (scored now)."""
     from cprec_core.artifacts import read_table
-    from cprec_core.rec.data import DomainDataError, load_domain
+    from cprec_core.rec.data import load_domain
     from cprec_core.recommend import RecommendError, read_sessions, recommend_sessions
     from cprec_core.schema import GOLD_RECOMMENDATIONS
     from cprec_core.stages import base_model_dir, cpt_dir, serving_dir
@@ -291,7 +277,7 @@ def recommend(
         ranked = recommend_sessions(
             cfg, domain, read_sessions(sessions), cpt_dir(cfg), base_model_dir(cfg), k
         )
-    except (RecommendError, DomainDataError, *_user_errors()) as e:
+    except _user_errors() as e:
         _fail(str(e))
     for n, items in enumerate(ranked):
         print(
@@ -336,13 +322,12 @@ def export_recbole(
     overrides: SetOpt = None,
 ) -> None:
     """The domain's split as RecBole atomic files (+ recbole.yaml): RecBole's leave-one-out gives ours."""
-    from cprec_core.export import ExportError
     from cprec_core.export import export_recbole as export
 
     cfg = _load(config, overrides)
     try:
         result = export(cfg.root, domain, out)
-    except (ExportError, *_user_errors()) as e:
+    except _user_errors() as e:
         _fail(str(e))
     console.print(
         f"{result['dir']}: {result['interactions']:,} interactions, {result['items']:,} items; "

@@ -14,7 +14,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
+from cprec_core.artifacts import code_version
 from cprec_core.config import Config, apply_overrides, config_from_dict, load_config
+from cprec_core.errors import UserError
+from cprec_core.refresh import domain_fingerprints, save_fingerprints
 from cprec_core.stages import outputs_match, parse_stages, stage_key
 from flows.refresh import run_refresh
 from tasks.behaviors import behaviors
@@ -36,7 +39,18 @@ TASKS = {
     "evaluate": evaluate,
     "recommend": recommend,
 }
-GPU_STAGES = ("cpt", "finetune")
+# what a refresh rebuilds: a run of all three leaves the corpus in step with the raw files
+REFRESHED_STAGES = {"ingest", "behaviors", "corpus"}
+# the stages a GPU pool runs, and the deployment (deploy/prefect.yaml) that runs each
+GPU_DEPLOYMENT = {"pack": "cpt", "cpt": "cpt", "finetune": "finetune"}
+
+
+class CodeVersionMismatch(UserError, RuntimeError):
+    """A GPU-pool child runs other code than the parent that handed it the stage."""
+
+
+class HandOffFailed(UserError, RuntimeError):
+    """A stage handed to the GPU pool failed there; the message is the child's error line."""
 
 
 def resolve_config(config: str | dict[str, Any] | Config | None, overrides: list[str] | None) -> Config:
@@ -68,38 +82,83 @@ def cprec(
     stages: list[str] | str = "all",
     overrides: list[str] | None = None,
     refresh: bool = False,
+    parent_code_version: str | None = None,
 ) -> dict[str, Any]:
     """Run the selected stages in order; each is a cached, validated task.
 
     config: YAML path or mapping (default: built-in defaults); stages: 'all', 'a,b' or a list;
     overrides: dotted `key=value` strings applied on top of the config; refresh: instead of
-    `stages`, re-ingest only changed raw domains and rebuild the corpus (flows/refresh.py).
+    `stages`, re-ingest only changed raw domains and rebuild the corpus (flows/refresh.py);
+    parent_code_version: set by a parent that hands this run its GPU stages: the run refuses to
+    start on other code.
     """
+    if parent_code_version is not None and parent_code_version != code_version():
+        raise CodeVersionMismatch(
+            f"this worker runs cprec {code_version()}, the parent flow run {parent_code_version}: "
+            "deploy the same commit on every node"
+        )
     cfg = resolve_config(config, overrides)
     if refresh:
         return run_refresh(cfg, run_stage)
     logger = get_run_logger()
     selected = parse_stages(stages)
     logger.info("run %s: stages %s, root %s", cfg.name, ", ".join(selected), Path(cfg.root).resolve())
+    raw = domain_fingerprints(cfg) if set(selected) >= REFRESHED_STAGES else None
     results: dict[str, Any] = {}
-    for stage in selected:
-        if stage in GPU_STAGES and cfg.orchestration.gpu_pool:
-            results[stage] = run_on_gpu_pool(stage, config, overrides)
+    for group in stage_groups(selected, cfg):
+        if group[0] in GPU_DEPLOYMENT and cfg.orchestration.gpu_pool and not all_cached(group, cfg):
+            results.update(dict.fromkeys(group, run_on_gpu_pool(group, cfg)))
         else:
-            results[stage] = run_stage(stage, cfg)
+            results.update({stage: run_stage(stage, cfg) for stage in group})
+        if raw is not None and group[-1] == "corpus":
+            save_fingerprints(cfg, raw)  # so a refresh right after this run is a no-op
     return results
 
 
-def run_on_gpu_pool(stage: str, config: Any, overrides: list[str] | None) -> dict[str, Any]:
-    """Hand a GPU stage to its deployment (bound to the GPU work pool) and wait for it."""
+def stage_groups(selected: list[str], cfg: Config) -> list[list[str]]:
+    """The stages in order, consecutive ones of one GPU deployment together (pack + cpt) when a GPU
+    pool is set; otherwise one stage a group."""
+    groups: list[list[str]] = []
+    for stage in selected:
+        deployment = GPU_DEPLOYMENT.get(stage) if cfg.orchestration.gpu_pool else None
+        if deployment and groups and GPU_DEPLOYMENT.get(groups[-1][-1]) == deployment:
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return groups
+
+
+def all_cached(stages: list[str], cfg: Config) -> bool:
+    """Every stage's outputs on disk match its key: reading them back needs no GPU job."""
+    return all(outputs_match(stage, cfg, stage_key(stage, cfg)) for stage in stages)
+
+
+def child_parameters(stages: list[str], cfg: Config) -> dict[str, Any]:
+    """What a GPU-pool child run gets: the resolved config as a mapping (its absolute run root
+    included: not a path the node would resolve) with no pool of its own (it runs the stages, it
+    does not hand them on), and this run's code version to check."""
+    config = cfg.model_dump(mode="json")
+    config["orchestration"]["gpu_pool"] = None
+    return {"config": config, "stages": stages, "overrides": [], "parent_code_version": code_version()}
+
+
+def run_on_gpu_pool(stages: list[str], cfg: Config) -> dict[str, Any]:
+    """Hand GPU stages to their deployment (bound to the GPU work pool) and wait for it; a failed
+    child fails this run with the child's error line."""
+    name = f"cprec/{GPU_DEPLOYMENT[stages[0]]}"
+    get_run_logger().info(
+        "stages %s: handed to %s on pool %s", ",".join(stages), name, cfg.orchestration.gpu_pool
+    )
     flow_run = run_deployment(
-        name=f"cprec/{stage}",
-        parameters={"config": config, "stages": [stage], "overrides": overrides or []},
+        name=name,
+        parameters=child_parameters(stages, cfg),
         timeout=None,
     )
-    if not flow_run.state or not flow_run.state.is_completed():
-        raise RuntimeError(f"stage {stage} on the GPU pool ended {flow_run.state}")
-    return {"flow_run_id": str(flow_run.id), "state": flow_run.state.name}
+    state = flow_run.state
+    if state is None or not state.is_completed():
+        why = state.message if state is not None and state.message else "no final state"
+        raise HandOffFailed(f"stages {','.join(stages)} on the GPU pool (flow run {flow_run.name}): {why}")
+    return {"flow_run_id": str(flow_run.id), "state": state.name}
 
 
 def main() -> None:

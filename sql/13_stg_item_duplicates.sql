@@ -16,7 +16,7 @@ records as (
 select
     configured.domain,
     coalesce(count(records.item_id) filter (where records.n_records > 1), 0) as n_items_with_duplicates,
-    coalesce(sum(records.n_records - 1) filter (where records.n_records > 1), 0) as n_records_set_aside
+    coalesce(sum(records.n_records - 1) filter (where records.n_records > 1), 0)::bigint as n_records_set_aside
 from configured
 left join records on records.domain = configured.domain
 group by configured.domain

@@ -99,10 +99,23 @@ class StageRun:
         )
 
     def summary(self, summary: dict[str, Any], title: str) -> None:
-        """Log and publish a stage summary dict."""
-        self.logger.info("%s summary: %s", self.stage, json.dumps(summary, default=str)[:2000])
+        """Log the summary's headline (its scalar entries) and publish the whole of it as an artifact."""
+        name = f"{self.stage}-summary"
+        key = artifact_key(f"{self.cfg.name}-{name}")
+        self.logger.info("%s: %s (all of it: artifact %s)", self.stage, headline(summary), key)
         body = f"## {title}\n\n```json\n{json.dumps(summary, indent=2, default=str)[:20000]}\n```\n"
-        self.publish(f"{self.stage}-summary", body, title)
+        self.publish(name, body, title)
+
+
+def headline(summary: dict[str, Any], width: int = 300) -> str:
+    """The top-level numbers and strings of a summary as one short `key=value, ...` line."""
+    parts = [
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in summary.items()
+        if isinstance(v, int | float | str | bool) and len(str(v)) <= 80
+    ]
+    line = ", ".join(parts) or f"{len(summary)} entries"
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 @contextlib.contextmanager

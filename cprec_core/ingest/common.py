@@ -28,6 +28,7 @@ from typing import IO, Any, Literal, NamedTuple
 import pyarrow as pa
 
 from cprec_core.config import IngestConfig, SourceConfig, check_domain_name
+from cprec_core.errors import UserError
 from cprec_core.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, QUARANTINE_SCHEMA
 
 Table = Literal["interactions", "items"]
@@ -35,7 +36,7 @@ RAW_CHARS = 2000  # quarantine keeps the offending row cut to this many characte
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """A problem with the raw inputs as a whole (layout, names, too many bad rows)."""
 
 

@@ -17,10 +17,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core.artifacts import parquet_files
+from cprec_core.errors import UserError
 from cprec_core.schema import SILVER_EVENTS, SILVER_ITEMS
 
 
-class DomainDataError(ValueError):
+class DomainDataError(UserError, ValueError):
     """silver data of a downstream domain cannot be used for leave-one-out evaluation."""
 
 

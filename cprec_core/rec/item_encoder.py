@@ -35,11 +35,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from cprec_core.artifacts import atomic_write_bytes, sha256_file
 from cprec_core.config import FinetuneConfig
+from cprec_core.errors import UserError
 
 ITEM_PREFIX = "Item: "
 
 
-class ItemEncoderError(ValueError):
+class ItemEncoderError(UserError, ValueError):
     """A model directory cannot serve as item encoder; the message names the path."""
 
 

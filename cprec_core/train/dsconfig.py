@@ -16,22 +16,12 @@ from cprec_core.resources import shipped
 TEMPLATE_DIR = shipped("deepspeed")
 
 
-def check_cpt_options(cpt: CPTConfig) -> None:
-    """Reject option combinations DeepSpeed would only refuse after start-up."""
-    if cpt.offload_params and cpt.zero_stage != 3:
-        raise ConfigError(
-            f"cpt.offload_params=true needs cpt.zero_stage=3 (got {cpt.zero_stage}): only ZeRO-3 "
-            "partitions parameters; set cpt.zero_stage=3 or cpt.offload_params=false"
-        )
-
-
 def fill_ds_config(cpt: CPTConfig, world_size: int, template_dir: Path = TEMPLATE_DIR) -> dict[str, Any]:
     """The ZeRO-{cpt.zero_stage} template with every "auto" replaced by a value from cfg.cpt.
 
     AdamW runs as plain torch AdamW (no C++ compile) unless the optimizer is offloaded, which
     needs DeepSpeed's CPU Adam (STACK-NOTES).
     """
-    check_cpt_options(cpt)
     path = Path(template_dir) / f"zero{cpt.zero_stage}.json"
     ds = json.loads(path.read_text())
     offload = {"device": "cpu", "pin_memory": False}

@@ -24,11 +24,11 @@ from typing import Any
 
 from cprec_core.artifacts import atomic_write_text, config_hash, read_manifest
 from cprec_core.config import Config, ConfigError, LauncherConfig
+from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 from cprec_core.models import check_model_path
 from cprec_core.schema import GOLD_PACKED
 from cprec_core.train.cpt import SUMMARY_FILE, JobSpec
-from cprec_core.train.dsconfig import check_cpt_options
 from cprec_core.train.entry import FAILED
 
 log = logging.getLogger("cprec.cpt")
@@ -37,7 +37,7 @@ ENTRY_MODULE = "cprec_core.train.entry"
 TAIL_LINES = 40
 
 
-class CPTError(RuntimeError):
+class CPTError(UserError, RuntimeError):
     """The launched training exited non-zero; the message carries its last output lines."""
 
 
@@ -111,7 +111,6 @@ def work_dir_for(out_dir: Path) -> Path:
 
 def job_spec(cfg: Config, base_model_dir: Path, out_dir: Path) -> JobSpec:
     """The job spec of this config: absolute paths, fingerprinted by what changes the training."""
-    check_cpt_options(cfg.cpt)
     check_model_path(base_model_dir, key="base model")
     root = Path(cfg.root).resolve()
     packed = read_manifest(GOLD_PACKED, root).fingerprint

@@ -103,6 +103,17 @@ def test_new_domain_file_refreshes_only_that_domain_and_emits_event(prefect_harn
     assert ["Garden"] in payloads and DOMAINS in payloads
 
 
+def test_a_refresh_right_after_a_run_is_a_no_op(prefect_harness, tmp_path: Path) -> None:
+    from flows.cprec import cprec
+
+    write_domain_files(tmp_path, DOMAINS, seed=1)
+    cfg = config(tmp_path, DOMAINS)
+    cprec(config=cfg.model_dump(mode="json"), stages="ingest,behaviors,corpus")
+    assert refresh(cfg) == {"status": "unchanged", "changed_domains": []}  # nothing re-ingested
+    write_domain_files(tmp_path, ["Garden"], seed=2)
+    assert refresh(config(tmp_path, [*DOMAINS, "Garden"]))["changed_domains"] == ["Garden"]
+
+
 def test_refresh_while_another_holds_the_lock_exits_cleanly(prefect_harness, tmp_path: Path) -> None:
     write_domain_files(tmp_path, DOMAINS, seed=3)
     cfg = config(tmp_path, DOMAINS)

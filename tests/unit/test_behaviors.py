@@ -94,6 +94,8 @@ def test_items_most_complete_record_wins_and_events_without_text_are_dropped_and
     result = build(tmp_path, events, items)
     assert result["dropped_without_text"] == {"A": 3}
     assert result["duplicate_item_records"] == {"A": {"n_items_with_duplicates": 3, "n_records_set_aside": 3}}
+    # plain ints (a DuckDB sum is a HUGEINT: it reached the summary JSON as the string "3")
+    assert {type(v) for v in result["duplicate_item_records"]["A"].values()} == {int}
     assert rows(SILVER_ITEMS, tmp_path) == [
         ("A", "i3", "Good book", "Mystery"),
         ("A", "i4", "Lamp", "Home"),

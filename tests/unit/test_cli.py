@@ -41,3 +41,45 @@ def test_bad_override_names_key_and_value(tmp_path: Path) -> None:
 def test_unknown_base_model() -> None:
     line = one_error_line(runner.invoke(app, ["base-model", "gpt-17"]))
     assert "base model 'gpt-17' unknown; available: smollm2-135m" in line
+
+
+def test_every_error_a_user_can_fix_is_one_line_in_the_cli() -> None:
+    """Each exception class of the library and the flows is a UserError (which the CLI prints in one
+    line with exit 2), but the internal signals named here."""
+    import importlib
+    import pkgutil
+
+    import cprec_core
+    import flows
+    from cprec_core.errors import UserError
+
+    internal = {  # never reach a user as an error
+        "RowError": "a reader's per-row reason, quarantined",
+        "_Rejected": "the ingest fast path handing a row to the slow one",
+        "Interrupted": "a test's resume signal",
+        "LockBusy": "another run holds the lock: refresh reports 'busy'",
+        "RefreshBusy": "the same, for refresh",
+    }
+    found = {}
+    for package in (cprec_core, flows):
+        for mod in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            module = importlib.import_module(mod.name)
+            for name, obj in vars(module).items():
+                if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == mod.name:
+                    found[name] = obj
+    assert {"BehaviorsError", "CorpusError", "ModelError", "CPTError", "HandOffFailed"} <= set(found)
+    assert set(internal) <= set(found)  # the list above stays true
+    assert [n for n, c in found.items() if n not in internal and not issubclass(c, UserError)] == []
+
+
+def test_a_stage_error_inside_the_flow_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no-model"
+    cmd = [Path(sys.executable).with_name("cprec"), "run", "--stages", "pack"]
+    cmd += ["--set", f"paths.root={tmp_path}", "--set", f"model.path={missing}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    printed = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("error:")]
+    assert printed == [f"error: model.path={missing}: does not exist (a local HF directory or a .gguf file)"]

@@ -121,3 +121,63 @@ def test_a_config_may_mix_encoder_modes_per_variant() -> None:
     cfg = load_config(None, ["finetune.variants=[cpt, base-top, cpt-lora]", "finetune.encoder_mode=full"])
     assert [cfg.finetune.variant_mode(v) for v in cfg.finetune.variants] == ["full", "top", "lora"]
     assert cfg.finetune.variant_mode("sasrec") is None
+
+
+def test_a_gpu_pool_needs_an_absolute_run_root(tmp_path: Path) -> None:
+    relative = re.escape("paths.root='var/x' is relative, but orchestration.gpu_pool is set")
+    with pytest.raises(ConfigError, match=relative):
+        load_config(None, ["paths.root=var/x", "orchestration.gpu_pool=cprec-gpu"])
+    assert load_config(None, [f"paths.root={tmp_path}", "orchestration.gpu_pool=cprec-gpu"]).root == tmp_path
+    assert load_config(None, ["paths.root=var/x"]).root == Path("var/x")  # in-process: relative is fine
+
+
+def test_pack_and_cpt_go_to_the_gpu_pool_together_finetune_alone(tmp_path: Path) -> None:
+    from flows.cprec import stage_groups
+
+    stages = ["ingest", "behaviors", "corpus", "pack", "cpt", "finetune", "evaluate"]
+    pooled = load_config(None, [f"paths.root={tmp_path}", "orchestration.gpu_pool=cprec-gpu"])
+    assert stage_groups(stages, pooled) == [
+        ["ingest"],
+        ["behaviors"],
+        ["corpus"],
+        ["pack", "cpt"],
+        ["finetune"],
+        ["evaluate"],
+    ]
+    assert stage_groups(stages, load_config(None, [])) == [[s] for s in stages]
+    assert stage_groups(["pack", "finetune"], pooled) == [["pack"], ["finetune"]]
+
+
+def test_blocks_longer_than_the_models_positions_fail_at_load(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("pack.seq_len=1024 exceeds the base model's max_position")
+    ):
+        load_config(None, ["pack.seq_len=1024", "model.tiny.max_position_embeddings=512"])
+    model = tmp_path / "hf"
+    model.mkdir()
+    (model / "config.json").write_text('{"max_position_embeddings": 128, "num_hidden_layers": 4}')
+    with pytest.raises(ConfigError, match="max_position_embeddings=128"):
+        load_config(None, [f"model.path={model}", "pack.seq_len=256"])
+    assert load_config(None, [f"model.path={model}", "pack.seq_len=128"]).pack.seq_len == 128
+
+
+def test_a_gpu_pool_child_gets_the_resolved_config_and_runs_its_stages_itself(tmp_path: Path) -> None:
+    from cprec_core.artifacts import code_version
+    from flows.cprec import child_parameters, resolve_config
+
+    cfg = load_config(None, [f"paths.root={tmp_path}", "orchestration.gpu_pool=cprec-gpu", "name=x"])
+    params = child_parameters(["pack", "cpt"], cfg)
+    assert params["stages"] == ["pack", "cpt"] and params["overrides"] == []
+    assert params["parent_code_version"] == code_version()
+    child = resolve_config(params["config"], [])
+    assert child.orchestration.gpu_pool is None  # it runs them: handing them on would never end
+    assert (child.root, child.name) == (tmp_path, "x")
+
+
+def test_a_child_on_other_code_refuses_to_start() -> None:
+    from flows.cprec import CodeVersionMismatch, cprec
+
+    with pytest.raises(
+        CodeVersionMismatch, match="the parent flow run 0.0.0\\+other: deploy the same commit"
+    ):
+        cprec.fn(config=None, stages="ingest", parent_code_version="0.0.0+other")

@@ -14,7 +14,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from cprec_core.artifacts import finish_manifest, write_table
-from cprec_core.config import ConfigError, CPTConfig
+from cprec_core.config import ConfigError, CPTConfig, load_config
 from cprec_core.schema import GOLD_PACKED
 from cprec_core.train.checkpoint import newest_good, tag_for
 from cprec_core.train.cpt import _lock_work_dir, plot_log
@@ -93,9 +93,9 @@ def test_ds_config_filled_from_cpt() -> None:
     assert ds3["bf16"] == {"enabled": False}
 
 
-def test_ds_config_rejects_param_offload_on_zero2() -> None:
+def test_param_offload_on_zero2_fails_at_load() -> None:
     with pytest.raises(ConfigError, match=r"cpt.offload_params=true needs cpt.zero_stage=3"):
-        fill_ds_config(CPTConfig(offload_params=True), 1)
+        load_config(None, ["cpt.offload_params=true"])
 
 
 def test_ds_config_template_with_unknown_auto(tmp_path: Path) -> None:
