@@ -309,7 +309,12 @@ def _cache(rec: dict[str, Any]) -> list[str]:
     labels = {
         "cold": "cold (empty run root)",
         "rerun": "unchanged rerun",
-        "refresh0": "refresh right after the run",
+        "refresh0": "refresh right after the run"
+        + (
+            " (a full first refresh: measured before runs recorded fingerprints)"
+            if runs["refresh0"]["stage_seconds"]
+            else ""
+        ),
         "refresh1": f"one-domain refresh ({r['changed_domain']})",
     }
     rows = [
