@@ -25,7 +25,8 @@ def flat(d: dict, prefix: str = "") -> dict[str, object]:
 
 
 def test_each_ablation_arm_changes_its_one_setting_and_nothing_else(tmp_path: Path) -> None:
-    given = [f"paths.root={tmp_path}", "experiment.cpt_seeds=[0,1,2]"]
+    variants = "finetune.variants=[cpt,base,zero-shot,popularity,sasrec]"
+    given = [f"paths.root={tmp_path}", "experiment.cpt_seeds=[0,1,2]", variants]
     main = load_config(DEMO, given)
     base = flat(main.model_dump(mode="json"))
     # where a run lives, what it trains, which CPT / fine-tuning seed: plumbing, not the arm's setting
@@ -64,7 +65,7 @@ def test_each_ablation_arm_changes_its_one_setting_and_nothing_else(tmp_path: Pa
         ("corpus.mix_ratio=0", "corpus.mix_ratio is 0"),
         ("corpus.shuffle_lines=true", "must keep the behaviour order"),
         ("cpt.schedule.kind=cosine", "cpt.schedule.kind is 'cosine'"),
-        ("experiment.arm_variants=[cpt-top]", "experiment.arm_variants ['cpt-top']"),
+        ("experiment.arm_variants=[cpt-lora]", "experiment.arm_variants ['cpt-lora']"),
     ],
 )
 def test_a_main_arm_unfit_for_the_claims_is_refused(tmp_path: Path, override: str, message: str) -> None:

@@ -118,7 +118,10 @@ def test_ensure_base_model_builds_once_per_config(tmp_path: Path, tiny_dir: Path
         calls.append(1)
         return texts()
 
-    cfg = Config.model_validate({"paths": {"root": str(tmp_path)}, "model": {"tiny": TINY.model_dump()}})
+    seq_len = TINY.max_position_embeddings  # packed blocks must fit the model (checked at load)
+    cfg = Config.model_validate(
+        {"paths": {"root": str(tmp_path)}, "model": {"tiny": TINY.model_dump()}, "pack": {"seq_len": seq_len}}
+    )
     path = ensure_base_model(cfg, corpus)
     assert path == tmp_path / "models/base/tiny"
     assert ensure_base_model(cfg, corpus) == path
