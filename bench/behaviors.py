@@ -206,16 +206,14 @@ def bench_size(work: Path, n_rows: int, contenders: list[str]) -> dict[str, Any]
     return results
 
 
-def run(work: Path, quick: bool, project_max: int | None = None) -> dict[str, Any]:
-    """All sizes: references at the smaller sizes, the project alone at the largest."""
+REFERENCE_MAX = 10_000_000  # pandas and Polars hold everything in memory: beyond this, the project alone
+
+
+def run(work: Path, quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
+    """Each size (default 1 M, 10 M, 50 M; quick 50 k, 200 k), the references up to REFERENCE_MAX."""
     refs = ["pandas", *(["polars"] if polars_available() else [])]
-    plan = (
-        [(50_000, refs), (200_000, [])]
-        if quick
-        else [(1_000_000, refs), (10_000_000, refs), (50_000_000, [])]
-    )
-    if project_max is not None:
-        plan[-1] = (project_max, [])
-    sizes = [bench_size(work, n, ["project", *names]) for n, names in plan]
+    sizes = sizes or ([50_000, 200_000] if quick else [1_000_000, 10_000_000, 50_000_000])
+    plan = [(n, refs if n <= REFERENCE_MAX and (not quick or n == min(sizes)) else []) for n in sizes]
+    results = [bench_size(work, n, ["project", *names]) for n, names in plan]
     note = None if polars_available() else "Polars is not installed: skipped (pip install polars==2.1.0)"
-    return {"sizes": sizes, "note": note}
+    return {"sizes": results, "note": note}

@@ -38,22 +38,22 @@ def _pack_root(results: Path, work: Path, quick: bool) -> Path:
     return Path(_run_one("pack", results, work, quick, None)["root"])
 
 
-def _run_one(name: str, results: Path, work: Path, quick: bool, project_max: int | None) -> dict[str, Any]:
+def _run_one(name: str, results: Path, work: Path, quick: bool, sizes: list[int] | None) -> dict[str, Any]:
     print(f"[bench] {name} ({'quick' if quick else 'full'}) ...", flush=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     load = os.getloadavg()
     t0 = time.perf_counter()
     sub = work / name
     if name == "behaviors":
-        result = behaviors.run(sub, quick, project_max)
+        result = behaviors.run(sub, quick, sizes)
     elif name == "cpt":
         result = cpt.run(sub, quick, _pack_root(results, work, quick))
     else:
         modules = {"ingest": ingest, "pack": pack, "ranking": ranking, "cache": cache, "recommend": recommend}
         result = modules[name].run(sub, quick)
     command = f".venv/bin/python -m bench.run {'--quick ' if quick else ''}--only {name}"
-    if project_max is not None and name == "behaviors":
-        command += f" --project-max {project_max}"
+    if sizes and name == "behaviors":
+        command += f" --sizes {','.join(map(str, sizes))}"
     record = {
         "name": name,
         "quick": quick,
@@ -71,6 +71,17 @@ def _run_one(name: str, results: Path, work: Path, quick: bool, project_max: int
     return result
 
 
+def _sizes(text: str) -> list[int]:
+    """`--sizes 1000000,10000000` → [1000000, 10000000] (positive integers)."""
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (< 10 min): checks the benchmarks work")
@@ -78,7 +89,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="report path (default BENCHMARKS.md; quick: var/bench/)")
     p.add_argument("--results", type=Path, help="JSON/PNG dir (default bench/results; quick: var/bench/)")
     p.add_argument("--work", type=Path, help="scratch data dir (default var/bench/work[-quick])")
-    p.add_argument("--project-max", type=int, help="largest behaviors size, project only (default 50 M)")
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        help="behaviors: interaction counts, e.g. 2000000 or 1000000,10000000 (default 1 M, 10 M, 50 M; "
+        f"pandas and Polars run up to {behaviors.REFERENCE_MAX:,})",
+    )
     a = p.parse_args(argv)
     only = [n.strip() for n in a.only.split(",") if n.strip()]
     unknown = sorted(set(only) - set(NAMES))
@@ -92,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     work = (a.work or ROOT / "var" / "bench" / f"work-{tag}").resolve()
     for name in NAMES:
         if name in only:
-            _run_one(name, results, work, a.quick, a.project_max)
+            _run_one(name, results, work, a.quick, a.sizes)
     render(results, out, reading=None if a.quick else ROOT / "bench" / "reading.md")
     command = shlex.join([sys.executable, "-m", "bench.run", *(argv or sys.argv[1:])])
     print(f"[bench] report: {out}  (command: {command})")

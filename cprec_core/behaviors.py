@@ -5,11 +5,13 @@ Reads `bronze.interactions` and `bronze.items`; writes `silver.items`, `silver.e
 and all-domain mixed sequences) and the leave-one-out split of §6.
 
 All the work runs in DuckDB, out of core, on the files in sql/ (read `ls sql/` as the DAG):
-dedupe → per-domain user sample (optional) → items with usable text → iterative k-core →
-chronological sequences with their split → item catalogue → mixed train sequences → per-step
-counts. Python only orders the SQL files, loops the k-core pass to its fixed point and streams the
-final tables, sorted by their keys, into the artifact writers (so two runs write byte-identical
-files).
+items with their text judged → integer surrogate keys for users and items (in id order) → one
+pass over bronze that collapses duplicates and flags the user sample and the text filter →
+iterative k-core → chronological sequences with their split, ids joined back → item catalogue →
+mixed train sequences → per-step counts from grouped aggregates. Every large join, group-by,
+window and sort runs on integer keys. Python only orders the SQL files, loops the k-core pass to
+its fixed point and streams the final tables, sorted by their keys, into the artifact writers (so
+two runs write byte-identical files).
 """
 
 from __future__ import annotations
@@ -45,19 +47,20 @@ BATCH_ROWS = 128 * 1024  # rows per streamed Arrow batch (= the writer's row gro
 CLEANING = (
     "10_stg_interactions",
     "11_stg_items",
-    "20_int_dedup",
-    "25_int_user_sample",
-    "30_int_events_text",
+    "15_dim_users",
+    "16_dim_items",
+    "20_int_events",
     "40_int_kcore",
 )
 FACTS = ("50_fct_events", "51_fct_items", "60_fct_mixed", "70_fct_stats")
 
-# Final tables of sql/ and the artifact each becomes.
-OUTPUTS: tuple[tuple[str, Artifact], ...] = (
-    ("fct_items", SILVER_ITEMS),
-    ("fct_events", SILVER_EVENTS),
-    ("fct_mixed", SILVER_MIXED),
-    ("fct_stats", SILVER_STATS),
+# Final tables of sql/, the artifact each becomes and the columns that sort it as the artifact's
+# key does (surrogate keys follow their ids' order, so the sort hashes no strings).
+OUTPUTS: tuple[tuple[str, Artifact, tuple[str, ...]], ...] = (
+    ("fct_items", SILVER_ITEMS, ("item_key",)),
+    ("fct_events", SILVER_EVENTS, ("domain", "user_key", "position")),
+    ("fct_mixed", SILVER_MIXED, ("user_key", "position")),
+    ("fct_stats", SILVER_STATS, SILVER_STATS.key),
 )
 
 
@@ -136,9 +139,9 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
             "inputs": inputs,
         }
         manifests = {}
-        for table, artifact in OUTPUTS:
+        for table, artifact, order in OUTPUTS:
             with timed(f"write {artifact.name}"):
-                manifests[artifact.name] = _export(con, table, artifact, root, cfg_hash, extra)
+                manifests[artifact.name] = _export(con, table, artifact, order, root, cfg_hash, extra)
     return {
         "counts": counts,
         "kcore_iterations": iterations,
@@ -247,15 +250,17 @@ def _export(
     con: duckdb.DuckDBPyConnection,
     table: str,
     artifact: Artifact,
+    order: tuple[str, ...],
     root: Path,
     cfg_hash: str,
     extra: dict[str, Any],
 ) -> Manifest:
-    """Stream a final table, sorted by the artifact's key, into the artifact (atomic, manifest).
+    """Stream a final table, sorted by `order` (the artifact's key order), into the artifact.
 
-    Table and column names come from this module and schema.py, never from user input.
+    The write is atomic, with a manifest. Table and column names come from this module and
+    schema.py, never from user input.
     """
-    query = f"select {', '.join(artifact.schema.names)} from {table} order by {', '.join(artifact.key)}"
+    query = f"select {', '.join(artifact.schema.names)} from {table} order by {', '.join(order)}"
     with DatasetWriter(artifact, root, cfg_hash) as writer:
         for batch in con.sql(query).to_arrow_reader(BATCH_ROWS):
             writer.write(batch)

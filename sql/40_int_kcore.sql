@@ -1,10 +1,11 @@
--- The working table of the iterative k-core, started from the events with text;
--- 41_int_kcore_step.sql then shrinks it in place until it is a k-core.
--- Grain: one row per (domain, user_id, item_id, ts). Key: (domain, user_id, item_id, ts).
+-- The working table of the iterative k-core: the events the user sample keeps whose item has
+-- usable text (an event without a renderable item cannot enter the prompt template, PAPER.md §1;
+-- 70_fct_stats counts the loss). 41_int_kcore_step.sql then shrinks it until it is a k-core.
+-- Grain: one row per (domain, user_key, item_key, ts). Key: (sequence_key, item_key, ts).
 create or replace table int_kcore as
 with
 events as (
-    select domain, user_id, item_id, ts, source_line from int_events_text
+    select domain, user_key, sequence_key, item_key, ts, source_line, sampled, has_text from int_events
 )
 
-select domain, user_id, item_id, ts, source_line from events;
+select domain, user_key, sequence_key, item_key, ts, source_line from events where sampled and has_text;

@@ -1,27 +1,22 @@
 -- One pass of the iterative k-core per domain: delete every event of a user or an item with
 -- fewer than $k events in its domain (events counted, so repeat purchases count, as RecBole's
 -- inter_num filters do). Removing an item can push a user below k and vice versa, so
--- behaviors.py repeats this pass until it deletes nothing.
--- Grain of int_kcore: one row per (domain, user_id, item_id, ts). Returns: the deleted count.
+-- behaviors.py repeats this pass until it deletes nothing. Both counts group on one integer
+-- (sequence_key is a user in a domain, item_key an item of one domain); deletes only mark rows.
+-- Grain of int_kcore: one row per (domain, user_key, item_key, ts). Returns: the deleted count.
 with
 kcore as (
-    select domain, user_id, item_id from int_kcore
+    select sequence_key, item_key from int_kcore
 ),
 
 thin_users as (
-    select domain, user_id from kcore group by domain, user_id having count(*) < $k
+    select sequence_key from kcore group by sequence_key having count(*) < $k
 ),
 
 thin_items as (
-    select domain, item_id from kcore group by domain, item_id having count(*) < $k
+    select item_key from kcore group by item_key having count(*) < $k
 )
 
 delete from int_kcore
-where exists (
-    select 1 from thin_users
-    where thin_users.domain = int_kcore.domain and thin_users.user_id = int_kcore.user_id
-)
-or exists (
-    select 1 from thin_items
-    where thin_items.domain = int_kcore.domain and thin_items.item_id = int_kcore.item_id
-);
+where sequence_key in (select thin_users.sequence_key from thin_users)
+    or item_key in (select thin_items.item_key from thin_items);

@@ -1,47 +1,40 @@
--- Per-user chronological domain sequences with their leave-one-out split (PAPER.md §2, §6).
--- Grain: one row per (domain, user_id, position). Key: (domain, user_id, position).
+-- Per-user chronological domain sequences with their leave-one-out split (PAPER.md §2, §6), the
+-- raw user and item ids joined back from their surrogate keys (kept too, for 51-70).
+-- Grain: one row per (domain, user_id, position). Key: (domain, user_id, position) (user_key orders
+-- as user_id, so the export sorts on integers).
 create or replace table fct_events as
 with
 kcore as (
-    select domain, user_id, item_id, ts, source_line from int_kcore
-),
-
-long_enough as (
-    -- leave-one-out needs train + valid + test: shorter histories are dropped from the domain
-    select domain, user_id, count(*) as n_events
-    from kcore
-    group by domain, user_id
-    having count(*) >= $min_sequence_len
+    select domain, user_key, sequence_key, item_key, ts, source_line from int_kcore
 ),
 
 sequenced as (
     -- chronological; events at the same ts keep the raw files' order ($tie_break = 'source_order',
-    -- RecBole's stable sort) or go by item_id ('item_id'); item_id then makes the order total
-    -- ((domain, user, item, ts) is unique after dedup)
+    -- RecBole's stable sort) or go by item_id ('item_id'); item_key (in item_id order) then makes
+    -- the order total ((domain, user, item, ts) is unique after dedup)
     select
-        kcore.domain,
-        kcore.user_id,
-        kcore.item_id,
-        kcore.ts,
-        row_number() over (
-            partition by kcore.domain, kcore.user_id
-            order by
-                kcore.ts,
-                case when $tie_break = 'source_order' then kcore.source_line end,
-                kcore.item_id
-        ) - 1 as position,
-        long_enough.n_events
+        domain,
+        user_key,
+        item_key,
+        ts,
+        row_number() over user_events - 1 as position,
+        count(*) over user_events as n_events
     from kcore
-    join long_enough on long_enough.domain = kcore.domain and long_enough.user_id = kcore.user_id
+    window user_events as (
+        partition by sequence_key
+        order by ts, case when $tie_break = 'source_order' then source_line end, item_key
+        rows between unbounded preceding and unbounded following
+    )
 ),
 
 split as (
-    -- leave-one-out: last event = test, second last = valid, the rest = train
+    -- leave-one-out needs train + valid + test: shorter histories are dropped from the domain;
+    -- last event = test, second last = valid, the rest = train
     select
         domain,
-        user_id,
+        user_key,
+        item_key,
         position,
-        item_id,
         ts,
         case
             when position = n_events - 1 then 'test'
@@ -49,6 +42,18 @@ split as (
             else 'train'
         end as split
     from sequenced
+    where n_events >= $min_sequence_len
 )
 
-select domain, user_id, cast(position as integer) as position, item_id, ts, split from split;
+select
+    split.domain,
+    dim_users.user_id,
+    cast(split.position as integer) as position,
+    dim_items.item_id,
+    split.ts,
+    split.split,
+    split.user_key,
+    split.item_key
+from split
+join dim_users on dim_users.user_key = split.user_key
+join dim_items on dim_items.item_key = split.item_key;

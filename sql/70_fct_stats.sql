@@ -1,30 +1,93 @@
--- Counts after each cleaning step, so every loss of data is visible per domain.
+-- Counts after each cleaning step, so every loss of data is visible per domain: each step is an
+-- aggregate over integer keys of the table that step made (the cleaning steps are flags on
+-- int_events; dedup keeps every user and item, so bronze shares its distinct counts).
+-- A step that keeps none of a user's events does not count the user (count(*) filter on
+-- bool_or): the same as counting distinct users among the step's events.
 -- Grain: one row per (configured domain, step); a step that left nothing has zeros.
 -- Key: (domain, step).
 create or replace table fct_stats as
 with
-bronze as (
-    select domain, user_id, item_id from stg_interactions
+bronze_events as (
+    select domain, count(*) as n_events from stg_interactions group by domain
 ),
 
-dedup as (
-    select domain, user_id, item_id from int_events_dedup
+users as (
+    -- whether any of a user's (an item's) events passed each filter: distinct counts come from
+    -- one grouping per key instead of a distinct hash table per step
+    select any_value(domain) as domain, bool_or(sampled) as sampled,
+        bool_or(sampled and has_text) as with_text
+    from int_events
+    group by sequence_key
 ),
 
-sampled as (
-    select domain, user_id, item_id from int_events_sampled
+items as (
+    select any_value(domain) as domain, bool_or(sampled) as sampled,
+        bool_or(sampled and has_text) as with_text
+    from int_events
+    group by item_key
 ),
 
-with_text as (
-    select domain, user_id, item_id from int_events_text
+user_counts as (
+    select domain, count(*) as dedup, count(*) filter (where sampled) as sample,
+        count(*) filter (where with_text) as text
+    from users group by domain
+),
+
+item_counts as (
+    select domain, count(*) as dedup, count(*) filter (where sampled) as sample,
+        count(*) filter (where with_text) as text
+    from items group by domain
+),
+
+event_counts as (
+    select domain, count(*) as dedup, count(*) filter (where sampled) as sample,
+        count(*) filter (where sampled and has_text) as text
+    from int_events group by domain
+),
+
+cleaning as (
+    select
+        event_counts.domain,
+        user_counts.dedup as dedup_users,
+        item_counts.dedup as dedup_items,
+        event_counts.dedup as dedup_events,
+        user_counts.sample as sample_users,
+        item_counts.sample as sample_items,
+        event_counts.sample as sample_events,
+        user_counts.text as text_users,
+        item_counts.text as text_items,
+        event_counts.text as text_events
+    from event_counts
+    join user_counts on user_counts.domain = event_counts.domain
+    join item_counts on item_counts.domain = event_counts.domain
 ),
 
 kcore as (
-    select domain, user_id, item_id from int_kcore
+    select domain, count(distinct sequence_key) as n_users, count(distinct item_key) as n_items,
+        count(*) as n_events
+    from int_kcore group by domain
 ),
 
 sequences as (
-    select domain, user_id, item_id from fct_events
+    select domain, count(distinct user_key) as n_users, count(distinct item_key) as n_items,
+        count(*) as n_events
+    from fct_events group by domain
+),
+
+counts as (
+    select cleaning.domain, 'bronze' as step, dedup_users as n_users, dedup_items as n_items,
+        bronze_events.n_events
+    from cleaning join bronze_events on bronze_events.domain = cleaning.domain
+    union all
+    select domain, 'dedup', dedup_users, dedup_items, dedup_events from cleaning
+    union all
+    select domain, 'sample', sample_users, sample_items, sample_events from cleaning
+    union all
+    select domain, 'text', text_users, text_items, text_events from cleaning
+    union all
+    select domain, 'kcore', n_users, n_items, n_events from kcore
+    union all
+    select domain, 'sequences', n_users, n_items, n_events from sequences
 ),
 
 configured as (
@@ -33,27 +96,6 @@ configured as (
 
 steps as (
     select step from (values ('bronze'), ('dedup'), ('sample'), ('text'), ('kcore'), ('sequences')) as s (step)
-),
-
-counts as (
-    select domain, 'bronze' as step, count(distinct user_id) as n_users,
-        count(distinct item_id) as n_items, count(*) as n_events
-    from bronze group by domain
-    union all
-    select domain, 'dedup', count(distinct user_id), count(distinct item_id), count(*)
-    from dedup group by domain
-    union all
-    select domain, 'sample', count(distinct user_id), count(distinct item_id), count(*)
-    from sampled group by domain
-    union all
-    select domain, 'text', count(distinct user_id), count(distinct item_id), count(*)
-    from with_text group by domain
-    union all
-    select domain, 'kcore', count(distinct user_id), count(distinct item_id), count(*)
-    from kcore group by domain
-    union all
-    select domain, 'sequences', count(distinct user_id), count(distinct item_id), count(*)
-    from sequences group by domain
 ),
 
 complete as (

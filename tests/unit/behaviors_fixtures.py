@@ -119,4 +119,4 @@ def events_of(root: Path) -> list[tuple]:
     return rows(SILVER_EVENTS, root)  # (domain, user_id, position, item_id, ts, split)
 
 
-# --- 20_int_dedup ---------------------------------------------------------------------------------
+# --- 20_int_events (dedup) ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 import pytest
 from behaviors_fixtures import Event, Item, build, config, events_of, lines, rows
 
-from cprec_core.artifacts import read_manifest
+from cprec_core.artifacts import read_manifest, read_table
 from cprec_core.behaviors import BehaviorsError, behaviors_config_hash
 from cprec_core.schema import SILVER_EVENTS, SILVER_ITEMS, SILVER_MIXED, SILVER_STATS
 
@@ -39,7 +39,7 @@ def test_dedupe_collapses_exact_duplicates_and_keeps_repeat_purchases(tmp_path):
     assert a["dedup"] == {"n_users": 1, "n_items": 3, "n_events": 4}
 
 
-# --- 25_int_user_sample -----------------------------------------------------------------------------
+# --- 15_dim_users, 20_int_events (sample) ---------------------------------------------------------
 
 
 def test_user_sample_keeps_whole_users_of_the_listed_domain_only(tmp_path):
@@ -64,7 +64,7 @@ def test_user_fraction_must_be_a_share(tmp_path):
         config(tmp_path, ("A",), user_fraction={"A": 1.5})
 
 
-# --- 11_stg_items, 30_int_events_text ---------------------------------------------------------------
+# --- 11_stg_items, 20_int_events (text) -------------------------------------------------------------
 
 
 def test_items_most_complete_record_wins_and_events_without_text_are_dropped_and_counted(tmp_path):
@@ -330,6 +330,18 @@ def test_deterministic_across_runs_and_thread_counts(tmp_path):
     assert len(results[0]["fingerprints"]) == 4
     assert results[0]["config_hash"] == results[1]["config_hash"]
     assert results[0]["rows"]["silver.events"] > 0
+
+
+def test_silver_files_are_in_key_order_though_sorted_on_surrogate_keys(tmp_path):
+    # The exports sort on integer keys assigned in id order; the files must still be in the
+    # artifacts' key order. random_bronze's ids sort differently as strings and as numbers
+    # (u10 < u2, A10 < A2), so a key assigned in any other order would show here.
+    events, items = random_bronze(seed=5)
+    build(tmp_path, events, items, pretrain=("A", "B"), downstream=("C",), k_core=2)
+    for artifact in (SILVER_ITEMS, SILVER_EVENTS, SILVER_MIXED, SILVER_STATS):
+        table = read_table(artifact, tmp_path)
+        keys = list(zip(*(table[c].to_pylist() for c in artifact.key), strict=True))
+        assert len(keys) > 10 and keys == sorted(keys), artifact.name
 
 
 def test_config_hash_covers_behaviors_and_domains_but_not_duckdb_resources(tmp_path):
