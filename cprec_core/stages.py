@@ -1,4 +1,9 @@
-"""The pipeline's stages, what each reads and writes, and their content-based cache keys.
+"""The stage registry: each stage, what it reads and writes, where it runs, and its cache key.
+
+`SPECS` is the one list of stages: the `cprec` flow runs them in this order through the task of
+the same name (tasks/<stage>.py), hands the GPU ones to their deployment, and deploy/prefect.yaml
+must agree with it (tests/unit/test_stages.py). Adding a stage = one entry here, one core module,
+one thin task, its SQL or tests, its deployment.
 
 A stage's key = hash(fingerprints of its inputs' manifests, its own config sections, code
 version). Keys are computed from what is on disk, so rerunning one stage alone (from the Prefect
@@ -14,6 +19,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cprec_core.artifacts import ArtifactError, atomic_write_text, code_version, verify
 from cprec_core.config import Config
@@ -29,17 +35,6 @@ from cprec_core.schema import (
     SILVER_ITEMS,
     SILVER_MIXED,
     SILVER_STATS,
-)
-
-STAGES: tuple[str, ...] = (
-    "ingest",
-    "behaviors",
-    "corpus",
-    "pack",
-    "cpt",
-    "finetune",
-    "evaluate",
-    "recommend",
 )
 
 
@@ -65,13 +60,21 @@ def serving_dir(cfg: Config) -> Path:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage: the directories it reads and writes (each with a manifest) and its config."""
+    """One stage: the directories it reads and writes (each with a manifest), the config sections
+    in its key, and the deployment (deploy/prefect.yaml) and work pool that run it alone."""
 
     name: str
     inputs: Callable[[Config], list[Path]]
     outputs: Callable[[Config], list[Path]]
     sections: tuple[str, ...]
     per_run: bool = False  # outputs under the run name (models/cpt/<name>, ...): keyed and stamped by name
+    deployment: str = ""  # `cprec/<deployment>`; "" = the stage's own name. Stages sharing one run together
+    pool: Literal["cpu", "gpu"] = "cpu"  # with orchestration.gpu_pool, gpu stages go to their deployment
+    refreshed: bool = False  # rebuilt by a corpus refresh (flows/refresh.py) when raw logs change
+
+    @property
+    def deployment_name(self) -> str:
+        return self.deployment or self.name
 
 
 def _artifacts(*arts) -> Callable[[Config], list[Path]]:
@@ -80,27 +83,42 @@ def _artifacts(*arts) -> Callable[[Config], list[Path]]:
 
 SPECS: dict[str, StageSpec] = {
     "ingest": StageSpec(
-        "ingest", lambda cfg: [], _artifacts(BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE), ("ingest",)
+        "ingest",
+        lambda cfg: [],
+        _artifacts(BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE),
+        ("ingest",),
+        refreshed=True,
     ),
     "behaviors": StageSpec(
         "behaviors",
         _artifacts(BRONZE_INTERACTIONS, BRONZE_ITEMS),
         _artifacts(SILVER_ITEMS, SILVER_EVENTS, SILVER_MIXED, SILVER_STATS),
         ("behaviors", "domains"),
+        refreshed=True,
     ),
     "corpus": StageSpec(
         "corpus",
         _artifacts(SILVER_ITEMS, SILVER_EVENTS, SILVER_MIXED),
         _artifacts(GOLD_CORPUS, GOLD_PROBE),
         ("corpus", "domains"),
+        refreshed=True,
     ),
-    "pack": StageSpec("pack", _artifacts(GOLD_CORPUS), _artifacts(GOLD_PACKED), ("pack", "model", "corpus")),
+    # pack builds the token blocks with the base model's tokenizer, on the node that trains on them
+    "pack": StageSpec(
+        "pack",
+        _artifacts(GOLD_CORPUS),
+        _artifacts(GOLD_PACKED),
+        ("pack", "model", "corpus"),
+        deployment="cpt",
+        pool="gpu",
+    ),
     "cpt": StageSpec(
         "cpt",
         lambda cfg: [GOLD_PACKED.path(cfg.root), GOLD_PROBE.path(cfg.root)],
         lambda cfg: [cpt_dir(cfg)],
         ("cpt", "model"),
         per_run=True,
+        pool="gpu",
     ),
     "finetune": StageSpec(
         "finetune",
@@ -113,6 +131,7 @@ SPECS: dict[str, StageSpec] = {
         lambda cfg: [cfg.root / "models" / "rec" / cfg.name],
         ("finetune", "domains", "evaluate", "corpus"),
         per_run=True,
+        pool="gpu",
     ),
     "evaluate": StageSpec(
         "evaluate",
@@ -133,6 +152,16 @@ SPECS: dict[str, StageSpec] = {
         per_run=True,
     ),
 }
+
+
+STAGES: tuple[str, ...] = tuple(SPECS)  # in pipeline order
+REFRESHED: tuple[str, ...] = tuple(s for s in STAGES if SPECS[s].refreshed)
+
+
+def gpu_deployment(stage: str) -> str | None:
+    """The deployment a GPU pool runs `stage` in, or None for a CPU stage."""
+    spec = SPECS[stage]
+    return spec.deployment_name if spec.pool == "gpu" else None
 
 
 def parse_stages(text: str | list[str] | None) -> list[str]:

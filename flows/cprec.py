@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +19,11 @@ from cprec_core.artifacts import code_version
 from cprec_core.config import Config, apply_overrides, config_from_dict, load_config
 from cprec_core.errors import UserError
 from cprec_core.refresh import domain_fingerprints, save_fingerprints
-from cprec_core.stages import outputs_match, parse_stages, stage_key
+from cprec_core.stages import REFRESHED, STAGES, gpu_deployment, outputs_match, parse_stages, stage_key
 from flows.refresh import run_refresh
-from tasks.behaviors import behaviors
-from tasks.corpus import corpus
-from tasks.cpt import cpt
-from tasks.evaluate import evaluate
-from tasks.finetune import finetune
-from tasks.ingest import ingest
-from tasks.pack import pack
-from tasks.recommend import recommend
 
-TASKS = {
-    "ingest": ingest,
-    "behaviors": behaviors,
-    "corpus": corpus,
-    "pack": pack,
-    "cpt": cpt,
-    "finetune": finetune,
-    "evaluate": evaluate,
-    "recommend": recommend,
-}
-# what a refresh rebuilds: a run of all three leaves the corpus in step with the raw files
-REFRESHED_STAGES = {"ingest", "behaviors", "corpus"}
-# the stages a GPU pool runs, and the deployment (deploy/prefect.yaml) that runs each
-GPU_DEPLOYMENT = {"pack": "cpt", "cpt": "cpt", "finetune": "finetune"}
+# each stage's task: tasks/<stage>.py defines a task of the stage's name (the registry's convention)
+TASKS = {stage: getattr(importlib.import_module(f"tasks.{stage}"), stage) for stage in STAGES}
 
 
 class CodeVersionMismatch(UserError, RuntimeError):
@@ -103,14 +84,15 @@ def cprec(
     logger = get_run_logger()
     selected = parse_stages(stages)
     logger.info("run %s: stages %s, root %s", cfg.name, ", ".join(selected), Path(cfg.root).resolve())
-    raw = domain_fingerprints(cfg) if set(selected) >= REFRESHED_STAGES else None
+    # a run of every refreshed stage leaves the corpus in step with the raw files
+    raw = domain_fingerprints(cfg) if set(selected) >= set(REFRESHED) else None
     results: dict[str, Any] = {}
     for group in stage_groups(selected, cfg):
-        if group[0] in GPU_DEPLOYMENT and cfg.orchestration.gpu_pool and not all_cached(group, cfg):
+        if gpu_deployment(group[0]) and cfg.orchestration.gpu_pool and not all_cached(group, cfg):
             results.update(dict.fromkeys(group, run_on_gpu_pool(group, cfg)))
         else:
             results.update({stage: run_stage(stage, cfg) for stage in group})
-        if raw is not None and group[-1] == "corpus":
+        if raw is not None and group[-1] == REFRESHED[-1]:
             save_fingerprints(cfg, raw)  # so a refresh right after this run is a no-op
     return results
 
@@ -120,8 +102,8 @@ def stage_groups(selected: list[str], cfg: Config) -> list[list[str]]:
     pool is set; otherwise one stage a group."""
     groups: list[list[str]] = []
     for stage in selected:
-        deployment = GPU_DEPLOYMENT.get(stage) if cfg.orchestration.gpu_pool else None
-        if deployment and groups and GPU_DEPLOYMENT.get(groups[-1][-1]) == deployment:
+        deployment = gpu_deployment(stage) if cfg.orchestration.gpu_pool else None
+        if deployment and groups and gpu_deployment(groups[-1][-1]) == deployment:
             groups[-1].append(stage)
         else:
             groups.append([stage])
@@ -145,7 +127,7 @@ def child_parameters(stages: list[str], cfg: Config) -> dict[str, Any]:
 def run_on_gpu_pool(stages: list[str], cfg: Config) -> dict[str, Any]:
     """Hand GPU stages to their deployment (bound to the GPU work pool) and wait for it; a failed
     child fails this run with the child's error line."""
-    name = f"cprec/{GPU_DEPLOYMENT[stages[0]]}"
+    name = f"cprec/{gpu_deployment(stages[0])}"
     get_run_logger().info(
         "stages %s: handed to %s on pool %s", ",".join(stages), name, cfg.orchestration.gpu_pool
     )

@@ -12,8 +12,8 @@ from prefect.events import emit_event
 
 from cprec_core.config import Config
 from cprec_core.refresh import RefreshBusy, changed_domains, ingest_scope, refresh_lock, save_fingerprints
+from cprec_core.stages import REFRESHED
 
-REFRESH_STAGES = ("ingest", "behaviors", "corpus")
 EVENT = "cprec.corpus.updated"
 ARRIVED = "cprec.logs.arrived"  # new raw logs: the corpus-refresh deployment's trigger (deploy/prefect.yaml)
 
@@ -35,8 +35,9 @@ def run_refresh(cfg: Config, run_stage) -> dict[str, Any]:
                 logger.info("no new or changed raw files: nothing to do")
                 return {"status": "unchanged", "changed_domains": []}
             logger.info("changed domains: %s", ", ".join(changed))
-            results = {"ingest": run_stage("ingest", cfg, domains=ingest_scope(cfg, changed))}
-            for stage in REFRESH_STAGES[1:]:
+            first, *rest = REFRESHED  # ingest, over the changed domains only; then the rest in full
+            results = {first: run_stage(first, cfg, domains=ingest_scope(cfg, changed))}
+            for stage in rest:
                 results[stage] = run_stage(stage, cfg)
             save_fingerprints(cfg, fingerprints)
     except RefreshBusy as e:
@@ -44,7 +45,7 @@ def run_refresh(cfg: Config, run_stage) -> dict[str, Any]:
         return {"status": "busy", "changed_domains": []}
     payload = {
         "changed_domains": changed,
-        "documents": results["corpus"].get("documents"),
+        "documents": results[REFRESHED[-1]].get("documents"),
         "run": cfg.name,
     }
     emit_event(EVENT, resource={"prefect.resource.id": f"cprec.corpus.{cfg.name}"}, payload=payload)
