@@ -368,3 +368,26 @@ def test_configured_domain_without_bronze_items_is_a_clear_error(tmp_path):
     events = [("A", "u1", "a", 1), ("B", "u1", "b", 1)]
     with pytest.raises(BehaviorsError, match=r"domains.pretrain: domain 'B' has no rows in .*bronze/items"):
         build(tmp_path, events, items=[("A", "a", "Title a", [])], pretrain=("A", "B"))
+
+
+def test_exports_are_cut_at_fixed_rows_whatever_batches_duckdb_yields():
+    # DuckDB's batch sizes vary with its thread count; row groups must not: the same 10 rows
+    # arriving as 3+3+4 or 1+9 are written as 4+4+2 either way.
+    import pyarrow as pa
+
+    from cprec_core.behaviors import _fixed_chunks
+
+    schema = pa.schema([("x", pa.int64())])
+    rows = list(range(10))
+
+    def stream(sizes):
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        batches = [
+            pa.record_batch([rows[a : a + n]], schema=schema) for a, n in zip(starts, sizes, strict=True)
+        ]
+        return pa.RecordBatchReader.from_batches(schema, batches)
+
+    for sizes in ([3, 3, 4], [1, 9], [10], [2, 0, 8]):
+        chunks = list(_fixed_chunks(stream(sizes), 4))
+        assert [c.num_rows for c in chunks] == [4, 4, 2]
+        assert [v for c in chunks for v in c["x"].to_pylist()] == rows
