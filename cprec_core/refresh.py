@@ -28,15 +28,27 @@ def domain_fingerprints(cfg: Config) -> dict[str, str]:
     """domain → hash of (path, size, mtime) of its raw files, as the ingest readers find them.
 
     Hashing tens of GB of logs on every check would cost more than ingesting them; size + mtime
-    is what rsync and make trust, and rewriting a file changes its mtime.
+    is what rsync and make trust, and rewriting a file changes its mtime. A `synthetic` source's
+    files are a function of the `synth` section: they are fingerprinted by it, so computing a key
+    never generates them (ingest does).
     """
-    from cprec_core.ingest.run import discover_all, materialize_sources
+    from cprec_core.ingest.common import domain_for
+    from cprec_core.ingest.run import READERS, no_raw_files
 
-    materialize_sources(cfg)
     per_domain: dict[str, list[str]] = {}
-    for raw in discover_all(cfg.ingest, None):
-        st = Path(raw.path).stat()
-        per_domain.setdefault(raw.domain, []).append(f"{raw.path}:{st.st_size}:{st.st_mtime_ns}")
+    for source in cfg.ingest.sources:
+        if source.format == "synthetic":
+            synth = cfg.synth.model_copy(update={"out_dir": Path(source.path)}).fingerprint()
+            for name in cfg.synth.domains:
+                domain = domain_for(name, source, Path(source.path))
+                if domain is not None:
+                    per_domain.setdefault(domain, []).append(f"synthetic:{source.path}:{name}:{synth}")
+            continue
+        for raw in READERS[source.format](source, cfg.ingest):
+            st = Path(raw.path).stat()
+            per_domain.setdefault(raw.domain, []).append(f"{raw.path}:{st.st_size}:{st.st_mtime_ns}")
+    if not per_domain:
+        raise no_raw_files(cfg.ingest)
     return {d: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest()[:16] for d, v in per_domain.items()}
 
 

@@ -77,11 +77,16 @@ def discover_all(cfg: IngestConfig, domains: list[str] | None = None) -> list[Ra
         if missing:
             raise IngestError(f"domains {missing}: no file in ingest.sources provides them")
     if not files:
-        paths = ", ".join(f"{s.format}:{s.path}" for s in cfg.sources) or "(none)"
-        raise IngestError(
-            f"no raw files found in ingest.sources [{paths}] (see cprec_core/ingest/*.py for names)"
-        )
+        raise no_raw_files(cfg)
     return files
+
+
+def no_raw_files(cfg: IngestConfig) -> IngestError:
+    """The error for sources that hold no raw file at all."""
+    paths = ", ".join(f"{s.format}:{s.path}" for s in cfg.sources) or "(none)"
+    return IngestError(
+        f"no raw files found in ingest.sources [{paths}] (see cprec_core/ingest/*.py for names)"
+    )
 
 
 def _keep_old(artifact: Artifact, root: Path, drop: set[str], writer: DatasetWriter, batch_rows: int) -> None:

@@ -54,3 +54,33 @@ def test_gpu_stages_group_by_deployment_only_with_a_gpu_pool(tmp_path) -> None:
     ]
     assert [s for s in STAGES if gpu_deployment(s)] == ["pack", "cpt", "finetune"]
     assert REFRESHED == ("ingest", "behaviors", "corpus")
+
+
+def test_an_ingest_key_reads_the_sources_and_never_generates_them(tmp_path) -> None:
+    # A synthetic source is keyed by the generator's settings: computing the key writes nothing;
+    # ingest then generates the files, and the key it ran under still holds; other settings,
+    # another key.
+    from cprec_core.config import load_config
+    from cprec_core.ingest.run import run_ingest
+    from cprec_core.stages import stage_key
+
+    raw = tmp_path / "raw"
+    small = ["synth.n_users=40", "synth.n_items_per_domain=20", "synth.n_interactions=400"]
+    cfg = load_config(
+        None,
+        [f"paths.root={tmp_path / 'run'}", f"ingest.sources=[{{format: synthetic, path: {raw}}}]", *small],
+    )
+    key = stage_key("ingest", cfg)
+    assert not raw.exists()
+    run_ingest(cfg)
+    assert any(raw.iterdir()) and stage_key("ingest", cfg) == key
+    other = load_config(
+        None,
+        [
+            f"paths.root={tmp_path / 'run'}",
+            f"ingest.sources=[{{format: synthetic, path: {raw}}}]",
+            *small,
+            "synth.seed=1",
+        ],
+    )
+    assert stage_key("ingest", other) != key
