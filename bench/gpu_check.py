@@ -55,7 +55,7 @@ def gpu_check(out: Path, smoke: bool, steps: int, peak_tflops: float) -> dict[st
     import torch
 
     from cprec_core.config import load_config
-    from cprec_core.stages import cpt_dir
+    from cprec_core.paths import cpt_dir
 
     out.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.is_available()

@@ -47,6 +47,7 @@ from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_f
 from cprec_core.config import Config, ConfigError, CorpusConfig
 from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
+from cprec_core.paths import scratch_dir
 from cprec_core.prompts import (
     MIXED_HEADER,
     domain_header,
@@ -454,9 +455,9 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
             f"silver.mixed holds domains {stray} that are not in domains.pretrain {pretrain}: "
             "only pretrain train events may reach the corpus (rerun behaviors with this config)"
         )
-    (Path(root) / "tmp").mkdir(parents=True, exist_ok=True)
+    scratch_dir(root).mkdir(parents=True, exist_ok=True)
     with (
-        tempfile.TemporaryDirectory(prefix="corpus-", dir=Path(root) / "tmp") as tmp_dir,
+        tempfile.TemporaryDirectory(prefix="corpus-", dir=scratch_dir(root)) as tmp_dir,
         Progress(disable=not progress, transient=True) as bar,
     ):
         tmp = Path(tmp_dir)

@@ -32,6 +32,7 @@ from cprec_core.claims import Comparison, compare, summarize, write_claims
 from cprec_core.config import Config
 from cprec_core.locks import holds_run_lock
 from cprec_core.metrics import PairedTest, metric_names, paired_test, per_user_metrics
+from cprec_core.paths import report_dir
 from cprec_core.rec.finetune import choice_label, load_runs
 from cprec_core.schema import REC_RANKS, REPORT_METRICS, REPORT_PER_USER
 
@@ -392,7 +393,7 @@ def evaluate_run(cfg: Config) -> dict[str, Any]:
         else ""
         for d in domains
     }
-    out_dir = cfg.root / "reports" / cfg.name
+    out_dir = report_dir(cfg)
     curves: dict[str, bool] = {}
     with atomic_dir(out_dir) as tmp:
         (tmp / "plots").mkdir()

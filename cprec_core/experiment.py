@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -54,6 +53,7 @@ from cprec_core.evaluate import (
     training_table,
     variant_text,
 )
+from cprec_core.paths import base_model_dir, cpt_dir, experiment_dir, report_dir
 from cprec_core.rec.finetune import checkpoint_of, load_runs
 from cprec_core.schema import (
     BRONZE_INTERACTIONS,
@@ -63,7 +63,7 @@ from cprec_core.schema import (
     REPORT_PER_USER,
     SILVER_EVENTS,
 )
-from cprec_core.stages import STAGES, base_model_dir, cpt_dir, report_dir
+from cprec_core.stages import STAGES
 
 
 @dataclass(frozen=True)
@@ -201,11 +201,6 @@ def plan(cfg: Config, arms: list[str]) -> list[PlannedRun]:
 
 def run_name(cfg: Config, arm: str, seed: int) -> str:
     return f"{cfg.name}-s{seed}" if arm == "main" else f"{cfg.name}-{arm}-s{seed}"
-
-
-def experiment_dir(cfg: Config) -> Path:
-    """Where the combined report lives: <root>/reports/<name>-experiment/."""
-    return cfg.root / "reports" / f"{cfg.name}-experiment"
 
 
 Ran = list[tuple[PlannedRun, Config, float]]  # each planned run, its resolved config, its wall seconds

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cprec_core.paths import scratch_dir, state_dir
+
 log = logging.getLogger(__name__)
 _held = threading.local()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,7 +57,7 @@ def sweep_leftovers(root: Path) -> list[Path]:
     under `<root>/tmp`. Only safe while holding the run-root lock (no writer is active)."""
     removed = [p for p in Path(root).rglob(".*.tmp-*") if p.is_dir()]
     removed += [p for p in Path(root).rglob(".*.old-*") if p.is_dir()]
-    scratch = Path(root) / "tmp"
+    scratch = scratch_dir(root)
     if scratch.is_dir():
         removed += list(scratch.iterdir())
     for p in removed:
@@ -79,7 +81,7 @@ def run_root_lock(root: Path) -> Iterator[None]:
         finally:
             depth[key] -= 1
         return
-    with file_lock(Path(root) / "state" / "run.lock"):
+    with file_lock(state_dir(root) / "run.lock"):
         depth[key] = 1
         try:
             swept = sweep_leftovers(Path(root))

@@ -29,6 +29,7 @@ from cprec_core.artifacts import config_hash, sha256_file, write_table
 from cprec_core.config import Config
 from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
+from cprec_core.paths import cache_dir, serving_dir
 from cprec_core.prompts import item_text
 from cprec_core.rec.baselines import popularity_score_fn
 from cprec_core.rec.build import build_recommender
@@ -39,7 +40,6 @@ from cprec_core.rec.ranking import SCORE_CELLS, ScoreFn, model_score_fn
 from cprec_core.rec.train import load_trainable
 from cprec_core.rec.zero_shot import zero_shot_score_fn
 from cprec_core.schema import GOLD_RECOMMENDATIONS
-from cprec_core.stages import serving_dir
 
 SELECT_METRIC = "NDCG@10"
 
@@ -74,7 +74,7 @@ def scorer(cfg: Config, run: dict[str, Any], data: DomainData, cpt_dir: Path, ba
     run_cfg = with_choice(cfg, run.get("choice") or {})
     if variant in ZERO_SHOT:
         texts = data.texts(lambda t, c: item_text(t, c, cfg.corpus.max_title_chars))
-        cache = cfg.root / "cache" / "item_emb"
+        cache = cache_dir(cfg, "item_emb")
         emb = standardize(item_embeddings(model_dir, texts, run_cfg.finetune, cache, device))
         return zero_shot_score_fn(emb, run_cfg.finetune.max_seq_len)
     model, _ = build_recommender(run_cfg, data, variant, None if variant == "sasrec" else model_dir, device)

@@ -17,6 +17,7 @@ from pathlib import Path
 from cprec_core.artifacts import ArtifactError, atomic_write_text, verify
 from cprec_core.config import Config
 from cprec_core.locks import LockBusy, file_lock
+from cprec_core.paths import state_dir
 from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS
 
 
@@ -53,7 +54,7 @@ def domain_fingerprints(cfg: Config) -> dict[str, str]:
 
 
 def _state_path(cfg: Config) -> Path:
-    return cfg.root / "state" / "raw_fingerprints.json"
+    return state_dir(cfg.root) / "raw_fingerprints.json"
 
 
 def changed_domains(cfg: Config) -> tuple[list[str], dict[str, str]]:
@@ -84,7 +85,7 @@ def save_fingerprints(cfg: Config, fingerprints: dict[str, str]) -> None:
 def refresh_lock(cfg: Config) -> Iterator[None]:
     """An exclusive, non-blocking lock per run root; raises RefreshBusy if another refresh holds it."""
     try:
-        with file_lock(cfg.root / "state" / "refresh.lock", blocking=False):
+        with file_lock(state_dir(cfg.root) / "refresh.lock", blocking=False):
             yield
     except LockBusy as e:
         raise RefreshBusy(f"another corpus refresh is running ({e})") from None

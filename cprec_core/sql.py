@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 
+from cprec_core import paths
 from cprec_core.config import DuckDBConfig
 from cprec_core.resources import shipped
 
@@ -31,7 +32,7 @@ def sql_text(name: str) -> str:
 
 def scratch_dir(cfg: DuckDBConfig, root: Path) -> Path:
     """DuckDB's spill directory (also the place for a stage's throw-away working database)."""
-    temp = cfg.temp_directory or Path(root) / "tmp" / "duckdb"
+    temp = cfg.temp_directory or paths.scratch_dir(root) / "duckdb"
     temp.mkdir(parents=True, exist_ok=True)
     return temp
 

@@ -23,6 +23,7 @@ from typing import Literal
 
 from cprec_core.artifacts import ArtifactError, atomic_write_text, code_version, verify
 from cprec_core.config import Config
+from cprec_core.paths import base_model_dir, cpt_dir, rec_dir, report_dir, serving_dir, state_dir
 from cprec_core.schema import (
     BRONZE_INTERACTIONS,
     BRONZE_ITEMS,
@@ -36,26 +37,6 @@ from cprec_core.schema import (
     SILVER_MIXED,
     SILVER_STATS,
 )
-
-
-def cpt_dir(cfg: Config) -> Path:
-    """Where the CPT checkpoint of this run lives."""
-    return cfg.root / "models" / "cpt" / cfg.name
-
-
-def base_model_dir(cfg: Config) -> Path:
-    """The base LLM: cfg.model.path, or the tiny model built for this run root."""
-    return Path(cfg.model.path) if cfg.model.path else cfg.root / "models" / "base" / "tiny"
-
-
-def report_dir(cfg: Config) -> Path:
-    """Where the evaluation report of this run lives."""
-    return cfg.root / "reports" / cfg.name
-
-
-def serving_dir(cfg: Config) -> Path:
-    """Where this run's recommendations live (GOLD_RECOMMENDATIONS under it)."""
-    return cfg.root / "serving" / cfg.name
 
 
 @dataclass(frozen=True)
@@ -128,14 +109,14 @@ SPECS: dict[str, StageSpec] = {
             cpt_dir(cfg),
             base_model_dir(cfg),
         ],
-        lambda cfg: [cfg.root / "models" / "rec" / cfg.name],
+        lambda cfg: [rec_dir(cfg)],
         ("finetune", "domains", "evaluate", "corpus"),
         per_run=True,
         pool="gpu",
     ),
     "evaluate": StageSpec(
         "evaluate",
-        lambda cfg: [cfg.root / "models" / "rec" / cfg.name],
+        lambda cfg: [rec_dir(cfg)],
         lambda cfg: [report_dir(cfg)],
         ("evaluate", "finetune", "domains"),
         per_run=True,
@@ -143,7 +124,7 @@ SPECS: dict[str, StageSpec] = {
     "recommend": StageSpec(
         "recommend",
         lambda cfg: [
-            cfg.root / "models" / "rec" / cfg.name,
+            rec_dir(cfg),
             SILVER_EVENTS.path(cfg.root),
             SILVER_ITEMS.path(cfg.root),
         ],
@@ -217,7 +198,7 @@ def stage_key(stage: str, cfg: Config) -> str:
 
 
 def _stamp_path(stage: str, cfg: Config) -> Path:
-    stages = cfg.root / "state" / "stages"
+    stages = state_dir(cfg.root) / "stages"
     return (stages / cfg.name if SPECS[stage].per_run else stages) / f"{stage}.json"
 
 

@@ -36,6 +36,7 @@ from cprec_core.artifacts import DatasetWriter, config_hash, parquet_files, read
 from cprec_core.config import Config
 from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
+from cprec_core.paths import scratch_dir
 from cprec_core.schema import GOLD_CORPUS, GOLD_PACKED
 
 if TYPE_CHECKING:
@@ -194,7 +195,7 @@ def pack_corpus(cfg: Config, tokenizer_dir: Path, progress: bool = False) -> dic
         cfg.pack,
         {"tokenizer": sha256_file(tokenizer_json), "corpus": corpus.fingerprint, "seed": cfg.corpus.seed},
     )
-    scratch_root = cfg.root / "tmp"
+    scratch_root = scratch_dir(cfg.root)
     scratch_root.mkdir(parents=True, exist_ok=True)
     seq_len = cfg.pack.seq_len
     with tempfile.TemporaryDirectory(dir=scratch_root, prefix="pack-") as scratch:

@@ -242,10 +242,10 @@ def recommend(
 ) -> None:
     """Recommendations: a known user's (from the recommend stage) or new sessions' (scored now)."""
     from cprec_core.artifacts import read_table
+    from cprec_core.paths import base_model_dir, cpt_dir, serving_dir
     from cprec_core.rec.data import load_domain
     from cprec_core.recommend import RecommendError, read_sessions, recommend_sessions
     from cprec_core.schema import GOLD_RECOMMENDATIONS
-    from cprec_core.stages import base_model_dir, cpt_dir, serving_dir
 
     cfg = _load(config, overrides)
     if (user is None) == (sessions is None):

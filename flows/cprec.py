@@ -18,6 +18,7 @@ from prefect.deployments import run_deployment
 from cprec_core.artifacts import code_version
 from cprec_core.config import Config, apply_overrides, config_from_dict, load_config
 from cprec_core.errors import UserError
+from cprec_core.paths import state_dir
 from cprec_core.refresh import domain_fingerprints, save_fingerprints
 from cprec_core.stages import REFRESHED, STAGES, gpu_deployment, outputs_match, parse_stages, stage_key
 from flows.refresh import run_refresh
@@ -47,7 +48,7 @@ def resolve_config(config: str | dict[str, Any] | Config | None, overrides: list
 def result_storage(cfg: Config) -> str | Path:
     """Where persisted task results live: a saved Prefect storage block (e.g. 's3-bucket/cprec'),
     else a local directory under the run root."""
-    return cfg.orchestration.result_storage or (cfg.root / "state" / "prefect-results").resolve()
+    return cfg.orchestration.result_storage or (state_dir(cfg.root) / "prefect-results").resolve()
 
 
 def run_stage(stage: str, cfg: Config, **kwargs: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 from prefect import task
 
 from cprec_core.config import Config
-from cprec_core.stages import base_model_dir, cpt_dir
+from cprec_core.paths import base_model_dir, cpt_dir
 from tasks.common import cache_key, stage_run
 
 

@@ -8,8 +8,8 @@ from typing import Any
 from prefect import task
 
 from cprec_core.config import Config
+from cprec_core.paths import base_model_dir
 from cprec_core.schema import GOLD_PACKED
-from cprec_core.stages import base_model_dir
 from tasks.common import cache_key, stage_run
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from prefect import task
 
 from cprec_core.config import Config
+from cprec_core.paths import base_model_dir, cpt_dir, serving_dir
 from cprec_core.schema import GOLD_RECOMMENDATIONS
-from cprec_core.stages import base_model_dir, cpt_dir, serving_dir
 from tasks.common import cache_key, markdown_table, stage_run
 
 

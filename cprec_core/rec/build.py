@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from cprec_core.config import Config
+from cprec_core.paths import cache_dir
 from cprec_core.prompts import item_text
 from cprec_core.rec.baselines import build_sasrec
 from cprec_core.rec.data import DomainData
@@ -46,12 +47,12 @@ def build_recommender(
     source: torch.Tensor | ItemLLM
     if mode == "frozen":
         source = standardize(
-            item_embeddings(model_dir, texts, ft, cfg.root / "cache" / "item_emb", device, progress)
+            item_embeddings(model_dir, texts, ft, cache_dir(cfg, "item_emb"), device, progress)
         )
         llm_hidden = int(source.shape[1])
     else:
         mode_cfg = ft.model_copy(update={"encoder_mode": mode})
-        source = ItemLLM(model_dir, texts, mode_cfg, cfg.root / "cache" / "item_states", device, progress)
+        source = ItemLLM(model_dir, texts, mode_cfg, cache_dir(cfg, "item_states"), device, progress)
         llm_hidden = source.hidden_size
     if ft.user_model == "light":
         model: Recommender = SequenceRecommender(

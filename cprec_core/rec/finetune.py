@@ -57,6 +57,7 @@ from cprec_core.artifacts import (
 from cprec_core.config import Config, check_variant
 from cprec_core.locks import holds_run_lock
 from cprec_core.metrics import mean_metrics
+from cprec_core.paths import cache_dir, rec_dir
 from cprec_core.prompts import item_text
 from cprec_core.rec.baselines import popularity_score_fn
 from cprec_core.rec.build import build_recommender
@@ -84,11 +85,6 @@ def seed_everything(seed: int) -> None:
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def rec_dir(cfg: Config) -> Path:
-    """The finetune stage's output directory: models/rec/<run>/."""
-    return cfg.root / "models" / "rec" / cfg.name
 
 
 def choice_label(choice: dict[str, Any]) -> str:
@@ -212,7 +208,7 @@ def finetune_variant(
     if variant in ZERO_SHOT:
         texts = data.texts(lambda t, c: item_text(t, c, cfg.corpus.max_title_chars))
         emb = standardize(
-            item_embeddings(model_dir, texts, fcfg, cfg.root / "cache" / "item_emb", device, progress)
+            item_embeddings(model_dir, texts, fcfg, cache_dir(cfg, "item_emb"), device, progress)
         )
         results["item_encoder"] = {"model_dir": str(model_dir), "llm_hidden": emb.shape[1]}
         score_fn = zero_shot_score_fn(emb, fcfg.max_seq_len)

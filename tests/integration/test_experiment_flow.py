@@ -17,9 +17,9 @@ import pytest
 from cprec_core.artifacts import PROJECT_ROOT, read_table, verify
 from cprec_core.claims import read_claims
 from cprec_core.config import PathsConfig
-from cprec_core.experiment import ABLATIONS, experiment_dir, run_name
+from cprec_core.experiment import ABLATIONS, run_name
+from cprec_core.paths import base_model_dir, cpt_dir, experiment_dir
 from cprec_core.schema import GOLD_CORPUS, REPORT_METRICS
-from cprec_core.stages import base_model_dir, cpt_dir
 
 SMALL = [
     "finetune.max_epochs=1",

@@ -10,12 +10,12 @@ import torch
 from rec_fixtures import DOMAIN, NoTestMetrics, build_tiny_lm, corpus_texts, tiny_config, write_silver
 
 from cprec_core.artifacts import read_table, verify
+from cprec_core.paths import rec_dir
 from cprec_core.rec.finetune import (
     choices_for,
     finetune_run,
     finetune_variant,
     load_runs,
-    rec_dir,
     run_dir,
     select_on_valid,
 )

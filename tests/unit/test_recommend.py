@@ -9,6 +9,7 @@ import pytest
 from rec_fixtures import DOMAIN, NoTestMetrics, build_tiny_lm, corpus_texts, tiny_config, write_silver
 
 from cprec_core.artifacts import read_table, verify
+from cprec_core.paths import serving_dir
 from cprec_core.rec.data import load_domain
 from cprec_core.rec.finetune import finetune_run
 from cprec_core.rec.ranking import rank_users
@@ -23,7 +24,6 @@ from cprec_core.recommend import (
     top_k,
 )
 from cprec_core.schema import GOLD_RECOMMENDATIONS, REC_RANKS
-from cprec_core.stages import serving_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: exact, repeatable numbers
 
