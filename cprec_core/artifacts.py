@@ -122,6 +122,31 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def model_fingerprint(path: Path) -> str:
+    """sha256 over a model's files, names and contents: an HF directory's *.safetensors and
+    config.json, or a .gguf file. The one identity of a base or trained LLM in every key and cache.
+
+    Memoised on the files' sizes and mtimes: a checkpoint is hashed once per process, and again
+    only when it is rewritten.
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else [*sorted(path.glob("*.safetensors")), path / "config.json"]
+    if len(files) < (1 if path.is_file() else 2) or not all(f.is_file() for f in files):
+        raise ArtifactError(
+            f"{path}: not a model (an HF directory with config.json and *.safetensors, or a .gguf file)"
+        )
+    return _hash_files(tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@lru_cache(maxsize=32)
+def _hash_files(stamp: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for name, _, _ in stamp:
+        h.update(Path(name).name.encode())
+        h.update(sha256_file(Path(name)).encode())
+    return h.hexdigest()
+
+
 def config_hash(*sections: Any) -> str:
     """Hash of config sections (pydantic models or plain JSON values)."""
     h = hashlib.sha256()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cprec_core.artifacts import ArtifactError, atomic_write_text, code_version, verify
+from cprec_core.artifacts import ArtifactError, atomic_write_text, code_version, model_fingerprint, verify
 from cprec_core.config import Config
 from cprec_core.paths import base_model_dir, cpt_dir, rec_dir, report_dir, serving_dir, state_dir
 from cprec_core.schema import (
@@ -163,17 +163,6 @@ def _fingerprint_or_missing(path: Path) -> str:
         return "missing"
 
 
-def model_stamp(model_dir: Path) -> str:
-    """What identifies a base model directory's content, cheaply: the manifest fingerprint of a
-    model cprec wrote, else the name, size and mtime of each file (weights replaced in place
-    change it; hashing 0.5 GB of weights on every cache-key lookup would not pay)."""
-    try:
-        return verify(model_dir).fingerprint
-    except ArtifactError:
-        files = sorted(p for p in Path(model_dir).glob("*") if p.is_file())
-        return json.dumps([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
-
-
 def stage_key(stage: str, cfg: Config) -> str:
     """Cache key of `stage`: its inputs' content fingerprints, its config sections, code version.
 
@@ -186,7 +175,7 @@ def stage_key(stage: str, cfg: Config) -> str:
 
         inputs = domain_fingerprints(cfg)
     if stage in ("pack", "cpt") and cfg.model.path is not None:
-        inputs["model"] = model_stamp(Path(cfg.model.path))
+        inputs["model"] = model_fingerprint(Path(cfg.model.path))
     sections = {s: getattr(cfg, s).model_dump(mode="json") for s in spec.sections}
     run = {"name": cfg.name} if spec.per_run else {}  # data stages are shared by every run name
     payload = json.dumps(

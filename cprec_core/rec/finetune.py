@@ -35,7 +35,6 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from cprec_core.artifacts import (
     code_version,
     config_hash,
     finish_manifest,
+    model_fingerprint,
     verify,
     write_table,
 )
@@ -62,7 +62,7 @@ from cprec_core.prompts import item_text
 from cprec_core.rec.baselines import popularity_score_fn
 from cprec_core.rec.build import build_recommender
 from cprec_core.rec.data import DomainData, load_domain
-from cprec_core.rec.item_encoder import checkpoint_fingerprint, item_embeddings, standardize
+from cprec_core.rec.item_encoder import item_embeddings, standardize
 from cprec_core.rec.ranking import ScoreFn, model_score_fn, rank_users_both
 from cprec_core.rec.train import Loss, train_model, trainable_state
 from cprec_core.rec.zero_shot import zero_shot_score_fn
@@ -117,17 +117,6 @@ def _model_dir(variant: str, cpt_dir: Path | None, base_dir: Path | None) -> Pat
     return Path(path)
 
 
-@lru_cache(maxsize=16)
-def _fingerprint_cached(path: str, stamp: tuple) -> str:
-    return checkpoint_fingerprint(Path(path))
-
-
-def _model_fingerprint(model_dir: Path) -> str:
-    """checkpoint_fingerprint, memoised on the files' sizes and mtimes (big checkpoints hash slowly)."""
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(model_dir).glob("*")))
-    return _fingerprint_cached(str(Path(model_dir).resolve()), stamp)
-
-
 def run_key(
     cfg: Config, domain: str, variant: str, seed: int, cpt_dir: Path | None, base_dir: Path | None
 ) -> str:
@@ -145,7 +134,7 @@ def run_key(
     }
     model_dir = _model_dir(variant, cpt_dir, base_dir)
     if model_dir is not None:
-        parts["llm"] = _model_fingerprint(model_dir)
+        parts["llm"] = model_fingerprint(model_dir)
     return config_hash(parts)
 
 

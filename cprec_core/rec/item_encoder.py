@@ -33,7 +33,7 @@ from safetensors.torch import load, save
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from cprec_core.artifacts import atomic_write_bytes, sha256_file
+from cprec_core.artifacts import atomic_write_bytes, model_fingerprint
 from cprec_core.config import FinetuneConfig
 from cprec_core.errors import UserError
 
@@ -42,19 +42,6 @@ ITEM_PREFIX = "Item: "
 
 class ItemEncoderError(UserError, ValueError):
     """A model directory cannot serve as item encoder; the message names the path."""
-
-
-def checkpoint_fingerprint(model_dir: Path) -> str:
-    """sha256 over the checkpoint's *.safetensors files and config.json (names and contents)."""
-    model_dir = Path(model_dir)
-    files = [*sorted(model_dir.glob("*.safetensors")), model_dir / "config.json"]
-    if not files[0].is_file() or files[0].suffix != ".safetensors" or not files[-1].is_file():
-        raise ItemEncoderError(f"{model_dir}: not a HF model directory (needs *.safetensors and config.json)")
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode())
-        h.update(sha256_file(p).encode())
-    return h.hexdigest()
 
 
 def _token_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -139,7 +126,7 @@ def item_embeddings(
 ) -> torch.Tensor:
     """Cached `encode_texts`: one file per (checkpoint fingerprint, pooling, max tokens, texts)."""
     h = hashlib.sha256()
-    for part in (checkpoint_fingerprint(model_dir), cfg.item_pooling, str(cfg.item_max_tokens), ITEM_PREFIX):
+    for part in (model_fingerprint(model_dir), cfg.item_pooling, str(cfg.item_max_tokens), ITEM_PREFIX):
         h.update(part.encode() + b"\0")
     for t in texts:
         h.update(t.encode() + b"\0")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from cprec_core.artifacts import ArtifactError, DatasetWriter, read_table, verify, write_table
+from cprec_core.artifacts import (
+    ArtifactError,
+    DatasetWriter,
+    model_fingerprint,
+    read_table,
+    verify,
+    write_table,
+)
 from cprec_core.schema import BRONZE_INTERACTIONS
 
 
@@ -65,3 +73,22 @@ def test_missing_manifest_means_incomplete(tmp_path: Path) -> None:
     (tmp_path / "bronze" / "interactions").mkdir(parents=True)
     with pytest.raises(ArtifactError, match="missing or incomplete"):
         read_table(BRONZE_INTERACTIONS, tmp_path)
+
+
+def test_model_fingerprint_follows_the_weights_not_their_timestamps(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights-1")
+    first = model_fingerprint(model)
+    (model / "model.safetensors").write_bytes(b"weights-1")  # rewritten, same bytes: same identity
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    assert model_fingerprint(model) == first
+    (model / "model.safetensors").write_bytes(b"weights-2")
+    assert model_fingerprint(model) != first
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"gguf")
+    assert len(model_fingerprint(gguf)) == 64
+    (model / "config.json").unlink()
+    with pytest.raises(ArtifactError, match="not a model"):
+        model_fingerprint(model)

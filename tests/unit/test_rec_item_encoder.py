@@ -8,10 +8,10 @@ import pytest
 import torch
 from rec_fixtures import build_tiny_lm, corpus_texts, tiny_config
 
+from cprec_core.artifacts import model_fingerprint
 from cprec_core.rec.item_encoder import (
     TextItemEncoder,
     _pool,
-    checkpoint_fingerprint,
     encode_texts,
     item_embeddings,
     standardize,
@@ -36,7 +36,7 @@ def test_two_checkpoints_give_different_embeddings(two_models: tuple[Path, Path]
     b = item_embeddings(base, TEXTS, cfg, tmp_path / "cache", CPU)
     assert a.shape == b.shape == (3, 32)  # 3 items x the tiny Llama's hidden size
     assert not torch.allclose(a, b)
-    assert checkpoint_fingerprint(cpt) != checkpoint_fingerprint(base)
+    assert model_fingerprint(cpt) != model_fingerprint(base)
     # different texts get different vectors from the same model
     assert not torch.allclose(a[0], a[1])
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
