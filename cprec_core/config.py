@@ -7,7 +7,6 @@ path, never at step 40,000. Each stage receives only its own section.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import itertools
 import json
@@ -26,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from cprec_core.artifacts import config_hash
 from cprec_core.errors import UserError
 
 DOMAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -42,9 +42,8 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
     def fingerprint(self) -> str:
-        """Stable hash of this section's values (part of a stage's cache key)."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        """Stable hash of this section's values (artifacts.config_hash, the one config hasher)."""
+        return config_hash(self)
 
 
 def check_domain_name(name: str) -> str:
