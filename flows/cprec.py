@@ -53,9 +53,10 @@ def result_storage(cfg: Config) -> str | Path:
 
 def run_stage(stage: str, cfg: Config, **kwargs: Any) -> Any:
     """Run one stage task; reuse its cached result only while its outputs on disk match the key."""
-    fresh = not outputs_match(stage, cfg, stage_key(stage, cfg))
+    key = stage_key(stage, cfg)  # computed once: the task caches, logs and stamps under it
+    fresh = not outputs_match(stage, cfg, key)
     task = TASKS[stage].with_options(refresh_cache=fresh, result_storage=result_storage(cfg))
-    return task(cfg, **kwargs)
+    return task(cfg, key, **kwargs)
 
 
 @flow(name="cprec", log_prints=True)

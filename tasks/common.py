@@ -1,8 +1,10 @@
 """What every stage task shares: its cache key, validation, UI artifacts and the stage stamp.
 
-A task body is `with stage_run(name, cfg) as run: ...`: the run validates artifacts with their GX
-suites (attaching the results as markdown artifacts), publishes summaries, and on success records
-which cache key produced the outputs on disk (see cprec_core.stages.outputs_match).
+A stage task is `@stage_task(name)` over `def name(cfg, key, ...)`, its body `with stage_run(name,
+cfg, key) as run: ...`: the run validates artifacts with their GX suites (attaching the results as
+markdown artifacts), publishes summaries, and on success records which cache key produced the
+outputs on disk (see cprec_core.stages.outputs_match). `key` is the stage key the flow computed
+once for this run (cprec_core.stages.stage_key): the cache, the log and the stamp all use it.
 """
 
 from __future__ import annotations
@@ -12,27 +14,32 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
 from cprec_core.config import Config
 from cprec_core.schema import Artifact
-from cprec_core.stages import record_stage, stage_key
+from cprec_core.stages import record_stage
 from cprec_core.validate import validate_artifact
 
+T = TypeVar("T")
 
-def cache_key(stage: str) -> Callable[[TaskRunContext, dict[str, Any]], str]:
-    """Prefect cache_key_fn: content fingerprints of the stage's inputs + its config + code."""
 
-    def key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-        key = stage_key(stage, parameters["cfg"])
-        only = parameters.get("domains")  # a partial (refresh) run is its own cache entry
-        return f"{key}-{'-'.join(sorted(only))}" if only else key
+def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Prefect cache_key_fn of a stage task: the stage key it was given (content fingerprints of
+    its inputs + its config + code); a partial (refresh) ingest is its own cache entry."""
+    key = parameters["key"]
+    only = parameters.get("domains")
+    return f"{key}-{'-'.join(sorted(only))}" if only else key
 
-    return key_fn
+
+def stage_task(name: str) -> Callable[[Callable[..., T]], Task[..., T]]:
+    """The Prefect task of a stage: named as the stage, cached under its key, result persisted."""
+    return task(name=name, cache_key_fn=stage_cache_key, persist_result=True)
 
 
 def suite_params(cfg: Config) -> dict[str, Any]:
@@ -119,9 +126,8 @@ def headline(summary: dict[str, Any], width: int = 300) -> str:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, cfg: Config) -> Iterator[StageRun]:
+def stage_run(stage: str, cfg: Config, key: str) -> Iterator[StageRun]:
     """Run a stage body; on success, stamp the outputs with the key that produced them."""
-    key = stage_key(stage, cfg)
     run = StageRun(stage, cfg)
     run.logger.info("stage %s (key %s) writing under %s", stage, key, Path(cfg.root).resolve())
     yield run

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-
 from cprec_core.config import Config
 from cprec_core.paths import base_model_dir, cpt_dir
-from tasks.common import cache_key, stage_run
+from tasks.common import stage_run, stage_task
 
 
-@task(name="cpt", cache_key_fn=cache_key("cpt"), persist_result=True)
-def cpt(cfg: Config) -> dict[str, Any]:
+@stage_task("cpt")
+def cpt(cfg: Config, key: str) -> dict[str, Any]:
     """Continually pre-train the base model on the packed corpus; publish the loss curve."""
     from cprec_core.train.launcher import run_cpt
 
-    with stage_run("cpt", cfg) as run:
+    with stage_run("cpt", cfg, key) as run:
         summary = run_cpt(cfg, base_model_dir(cfg), cpt_dir(cfg), progress=False, report=run.logger.info)
         run.summary(summary, "Continual pre-training")
     return summary

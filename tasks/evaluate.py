@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-
 from cprec_core.config import Config
-from tasks.common import cache_key, stage_run
+from tasks.common import stage_run, stage_task
 
 
-@task(name="evaluate", cache_key_fn=cache_key("evaluate"), persist_result=True)
-def evaluate(cfg: Config) -> dict[str, Any]:
+@stage_task("evaluate")
+def evaluate(cfg: Config, key: str) -> dict[str, Any]:
     """Aggregate test metrics (mean ± std), test the claims; write report.md + claims.json, publish them."""
     from cprec_core.evaluate import evaluate_run
 
-    with stage_run("evaluate", cfg) as run:
+    with stage_run("evaluate", cfg, key) as run:
         summary = evaluate_run(cfg)
         for domain, table in summary["tables"].items():
             run.publish(f"metrics-{domain}", table, f"{domain}: test metrics per variant, mean ± std")

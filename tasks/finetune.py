@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-
 from cprec_core.config import Config
 from cprec_core.paths import base_model_dir, cpt_dir
-from tasks.common import cache_key, stage_run
+from tasks.common import stage_run, stage_task
 
 
-@task(name="finetune", cache_key_fn=cache_key("finetune"), persist_result=True)
-def finetune(cfg: Config) -> dict[str, Any]:
+@stage_task("finetune")
+def finetune(cfg: Config, key: str) -> dict[str, Any]:
     """Train every variant (LLM recommenders, zero-shot, popularity, SASRec) per domain and seed."""
     from cprec_core.rec.finetune import finetune_run
 
-    with stage_run("finetune", cfg) as run:
+    with stage_run("finetune", cfg, key) as run:
         summary = finetune_run(
             cfg, cpt_dir(cfg), base_model_dir(cfg), progress=run.progress, report=run.logger.info
         )

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-
 from cprec_core.config import Config
 from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS
-from tasks.common import cache_key, markdown_table, stage_run
+from tasks.common import markdown_table, stage_run, stage_task
 
 
-@task(name="ingest", cache_key_fn=cache_key("ingest"), persist_result=True)
-def ingest(cfg: Config, domains: list[str] | None = None) -> dict[str, Any]:
+@stage_task("ingest")
+def ingest(cfg: Config, key: str, domains: list[str] | None = None) -> dict[str, Any]:
     """Read every configured source (optionally only `domains`), quarantine bad rows, validate."""
     from cprec_core.ingest.run import run_ingest
 
-    with stage_run("ingest", cfg) as run:
+    with stage_run("ingest", cfg, key) as run:
         summary = run_ingest(cfg, domains=domains, progress=run.progress)
         run.validate(BRONZE_INTERACTIONS)
         run.validate(BRONZE_ITEMS)

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-
 from cprec_core.config import Config
 from cprec_core.paths import base_model_dir
 from cprec_core.schema import GOLD_PACKED
-from tasks.common import cache_key, stage_run
+from tasks.common import stage_run, stage_task
 
 
-@task(name="pack", cache_key_fn=cache_key("pack"), persist_result=True)
-def pack(cfg: Config) -> dict[str, Any]:
+@stage_task("pack")
+def pack(cfg: Config, key: str) -> dict[str, Any]:
     """Make sure the base model exists, then tokenize and pack the corpus into seq_len blocks."""
     from cprec_core.models import ensure_base_model
     from cprec_core.tokenize import corpus_texts, pack_corpus
 
-    with stage_run("pack", cfg) as run:
+    with stage_run("pack", cfg, key) as run:
         model_dir = ensure_base_model(cfg, lambda: corpus_texts(cfg), run.logger.info)
         summary = pack_corpus(cfg, model_dir, progress=run.progress)
         summary["base_model"] = str(base_model_dir(cfg))

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-
 from cprec_core.config import Config
 from cprec_core.paths import base_model_dir, cpt_dir, serving_dir
 from cprec_core.schema import GOLD_RECOMMENDATIONS
-from tasks.common import cache_key, markdown_table, stage_run
+from tasks.common import markdown_table, stage_run, stage_task
 
 
-@task(name="recommend", cache_key_fn=cache_key("recommend"), persist_result=True)
-def recommend(cfg: Config) -> dict[str, Any]:
+@stage_task("recommend")
+def recommend(cfg: Config, key: str) -> dict[str, Any]:
     """Write gold recommendations for every evaluated domain's users; publish what was served."""
     from cprec_core.recommend import build_recommendations
 
-    with stage_run("recommend", cfg) as run:
+    with stage_run("recommend", cfg, key) as run:
         summary = build_recommendations(cfg, cpt_dir(cfg), base_model_dir(cfg))
         run.validate(GOLD_RECOMMENDATIONS, serving_dir(cfg))
         rows = [

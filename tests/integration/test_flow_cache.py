@@ -101,3 +101,25 @@ def test_deleted_output_is_rebuilt_not_trusted(prefect_harness, synth_dir: Path)
     assert states["ingest"] == "Cached"
     assert states["behaviors"] == "Completed"
     verify(SILVER_EVENTS.path(cfg.root))
+
+
+def test_each_stage_key_is_computed_once_per_run(
+    prefect_harness, synth_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # The flow computes a stage's key once and hands it to the task: its cache, log and stamp use
+    # that one (reading every input's manifest and hashing the config three times cost as much).
+    import flows.cprec
+    import tasks.common
+
+    calls: list[str] = []
+    real = flows.cprec.stage_key
+
+    def counted(stage: str, cfg: Config) -> str:
+        calls.append(stage)
+        return real(stage, cfg)
+
+    monkeypatch.setattr(flows.cprec, "stage_key", counted)
+    assert not hasattr(tasks.common, "stage_key")  # the tasks never compute one themselves
+    cfg = tiny_config(synth_dir, f"paths.root={tmp_path / 'root'}")
+    assert run(cfg).is_completed()
+    assert calls == ["ingest", "behaviors", "corpus"]
