@@ -48,17 +48,17 @@ BATCH_ROWS = 128 * 1024  # rows per streamed Arrow batch (= the writer's row gro
 CLEANING = (
     "10_stg_interactions",
     "11_stg_items",
-    "15_dim_users",
-    "16_dim_items",
+    "15_int_user_keys",
+    "16_int_item_keys",
     "20_int_events",
     "40_int_kcore",
 )
-FACTS = ("50_fct_events", "51_fct_items", "60_fct_mixed", "70_fct_stats")
+FINAL = ("50_fct_events", "51_dim_items", "60_fct_mixed", "70_fct_stats")
 
 # Final tables of sql/, the artifact each becomes and the columns that sort it as the artifact's
 # key does (surrogate keys follow their ids' order, so the sort hashes no strings).
 OUTPUTS: tuple[tuple[str, Artifact, tuple[str, ...]], ...] = (
-    ("fct_items", SILVER_ITEMS, ("item_key",)),
+    ("dim_items", SILVER_ITEMS, ("item_key",)),
     ("fct_events", SILVER_EVENTS, ("domain", "user_key", "position")),
     ("fct_mixed", SILVER_MIXED, ("user_key", "position")),
     ("fct_stats", SILVER_STATS, SILVER_STATS.key),
@@ -103,7 +103,7 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
     cfg_hash = behaviors_config_hash(cfg)
     seconds: dict[str, float] = {}
     with _working_db(cfg) as con, Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("behaviors", total=len(CLEANING) + len(FACTS) + len(OUTPUTS) + 2)
+        task = bar.add_task("behaviors", total=len(CLEANING) + len(FINAL) + len(OUTPUTS) + 2)
 
         @contextlib.contextmanager
         def timed(name: str) -> Iterator[None]:
@@ -123,7 +123,7 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
                 sql.run(con, name, params)
         with timed("41_int_kcore_step"):
             iterations = _kcore(con, b.k_core)
-        for name in FACTS:
+        for name in FINAL:
             with timed(name):
                 sql.run(con, name, params)
         counts = _counts(con)

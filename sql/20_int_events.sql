@@ -16,19 +16,19 @@ domains as (
 keyed as (
     select
         staged.domain,
-        dim_users.user_key,
-        (dim_users.user_key - 1) * domains.n_domains + domains.domain_index as sequence_key,
-        dim_items.item_key,
+        int_user_keys.user_key,
+        (int_user_keys.user_key - 1) * domains.n_domains + domains.domain_index as sequence_key,
+        int_item_keys.item_key,
         staged.ts,
         staged.source_line,
         -- a domain without a fraction keeps every user; a kept user keeps their whole history
         domains.user_fraction is null
-            or dim_users.sample_bucket < round(domains.user_fraction * 1000000) as sampled,
-        dim_items.has_text
+            or int_user_keys.sample_bucket < round(domains.user_fraction * 1000000) as sampled,
+        int_item_keys.has_text
     from staged
     join domains on domains.domain = staged.domain
-    join dim_users on dim_users.user_id = staged.user_id
-    join dim_items on dim_items.domain = staged.domain and dim_items.item_id = staged.item_id
+    join int_user_keys on int_user_keys.user_id = staged.user_id
+    join int_item_keys on int_item_keys.domain = staged.domain and int_item_keys.item_id = staged.item_id
 )
 
 -- the same (domain, user, item, ts) twice is one event logged twice: it keeps its first line and

@@ -47,13 +47,13 @@ split as (
 
 select
     split.domain,
-    dim_users.user_id,
+    int_user_keys.user_id,
     cast(split.position as integer) as position,
-    dim_items.item_id,
+    int_item_keys.item_id,
     split.ts,
     split.split,
     split.user_key,
     split.item_key
 from split
-join dim_users on dim_users.user_key = split.user_key
-join dim_items on dim_items.item_key = split.item_key;
+join int_user_keys on int_user_keys.user_key = split.user_key
+join int_item_keys on int_item_keys.item_key = split.item_key;

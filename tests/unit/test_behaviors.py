@@ -39,7 +39,7 @@ def test_dedupe_collapses_exact_duplicates_and_keeps_repeat_purchases(tmp_path):
     assert a["dedup"] == {"n_users": 1, "n_items": 3, "n_events": 4}
 
 
-# --- 15_dim_users, 20_int_events (sample) ---------------------------------------------------------
+# --- 15_int_user_keys, 20_int_events (sample) ---------------------------------------------------------
 
 
 def test_user_sample_keeps_whole_users_of_the_listed_domain_only(tmp_path):

@@ -4,7 +4,7 @@
 -- user_id. Each user also gets the sample bucket of behaviors.user_fraction: a fixed function of
 -- the user id (the low 64 bits of its MD5, mod 10^6), the same on every run and machine.
 -- Grain: one row per user_id. Key: user_id (and user_key).
-create or replace table dim_users as
+create or replace table int_user_keys as
 with
 users as (
     select distinct user_id from stg_interactions

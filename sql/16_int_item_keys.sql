@@ -2,7 +2,7 @@
 -- (domain, item_id) order, so ordering by item_key within a domain orders by item_id) and whether
 -- it has usable text: an item without an item record has none.
 -- Grain: one row per (domain, item_id). Key: (domain, item_id) (and item_key).
-create or replace table dim_items as
+create or replace table int_item_keys as
 with
 referenced as (
     select distinct domain, item_id from stg_interactions
