@@ -1,6 +1,6 @@
 """Benchmark 4: CPT step throughput of the DeepSpeed path vs a plain PyTorch loop, on CPU.
 
-`deepspeed` is cprec_core.train.launcher.run_cpt exactly as the pipeline runs it (torchrun, one
+`deepspeed` is cprec_core.cpt.launcher.run_cpt exactly as the pipeline runs it (torchrun, one
 process, DeepSpeed ZeRO-2, torch AdamW, WSA schedule); its tokens/s comes from train_log.jsonl's
 per-interval rates after the first interval (start-up, first-step allocation and the final
 checkpoint are outside them). `plain` is the loop a user writes: the same model and blocks,
@@ -40,7 +40,7 @@ def run_deepspeed(
     root: str, model: str, out: str, steps: int, log_every: int, micro_batch: int
 ) -> dict[str, Any]:
     """run_cpt (launcher + DeepSpeed engine); tokens/s from the log's post-warm-up intervals."""
-    from cprec_core.train.launcher import run_cpt, work_dir_for
+    from cprec_core.cpt.launcher import run_cpt, work_dir_for
 
     cfg = _cfg(root, steps, log_every, micro_batch)
     shutil.rmtree(out, ignore_errors=True)
@@ -67,9 +67,9 @@ def run_plain(root: str, model: str, steps: int, log_every: int, micro_batch: in
     import torch
     from torch.optim.lr_scheduler import LambdaLR
 
+    from cprec_core.cpt.data import load_blocks
     from cprec_core.models import load_causal_lm
     from cprec_core.schedule import lr_lambda
-    from cprec_core.train.data import load_blocks
 
     cfg = _cfg(root, steps, log_every, micro_batch)
     cpt = cfg.cpt
@@ -128,8 +128,8 @@ def _pair(
 
 def _smollm2_root(pack_root: Path, work: Path) -> Path:
     """A run root holding pack's gold.corpus, packed with SmolLM2's own tokenizer."""
+    from cprec_core.pack import pack_corpus
     from cprec_core.schema import GOLD_CORPUS
-    from cprec_core.tokenize import pack_corpus
 
     root = work / "smollm2-root"
     shutil.rmtree(root, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 Bronze from bench/data.py goes through the behaviors stage (untimed) to silver; then, each in its
 own process: `render` = cprec_core.corpus.build_corpus (silver → gold.corpus text), `pack` =
-cprec_core.tokenize.pack_corpus (pack.num_proc tokenizer processes, document shuffle, fixed
+cprec_core.pack.pack_corpus (pack.num_proc tokenizer processes, document shuffle, fixed
 blocks). The reference `hf` is what users write after the Hugging Face run_clm.py example:
 `tokenizer(texts)` over batches of 1,000 documents in one process, EOS appended, everything
 concatenated and cut into blocks in Python lists (no shuffle). Both must count the same tokens.
@@ -47,7 +47,7 @@ def run_render(root: str) -> dict[str, Any]:
 def build_tokenizer_model(root: str) -> dict[str, Any]:
     """The tiny model and its BPE tokenizer, trained on the corpus (set-up for pack and cpt)."""
     from cprec_core.models import build_tiny_model
-    from cprec_core.tokenize import corpus_texts
+    from cprec_core.pack import corpus_texts
 
     cfg = bench_config(root)
     t0 = time.perf_counter()
@@ -57,7 +57,7 @@ def build_tokenizer_model(root: str) -> dict[str, Any]:
 
 def run_pack(root: str) -> dict[str, Any]:
     """pack_corpus with the config's pack.num_proc processes."""
-    from cprec_core.tokenize import pack_corpus
+    from cprec_core.pack import pack_corpus
 
     cfg = bench_config(root)
     t0 = time.perf_counter()

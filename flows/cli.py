@@ -343,7 +343,7 @@ def tiny_model(
 ) -> None:
     """Build the tiny Llama + BPE tokenizer (trained on the run's corpus) used by the demo and tests."""
     from cprec_core.models import build_tiny_model
-    from cprec_core.tokenize import corpus_texts
+    from cprec_core.pack import corpus_texts
 
     cfg = _load(config, overrides)
     try:

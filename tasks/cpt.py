@@ -16,7 +16,7 @@ from tasks.common import stage_run, stage_task
 @stage_task("cpt")
 def cpt(cfg: Config, key: str) -> dict[str, Any]:
     """Continually pre-train the base model on the packed corpus; publish the loss curve."""
-    from cprec_core.train.launcher import run_cpt
+    from cprec_core.cpt.launcher import run_cpt
 
     with stage_run("cpt", cfg, key) as run:
         summary = run_cpt(cfg, base_model_dir(cfg), cpt_dir(cfg), progress=False, report=run.logger.info)

@@ -15,7 +15,7 @@ from tasks.common import stage_run, stage_task
 def pack(cfg: Config, key: str) -> dict[str, Any]:
     """Make sure the base model exists, then tokenize and pack the corpus into seq_len blocks."""
     from cprec_core.models import ensure_base_model
-    from cprec_core.tokenize import corpus_texts, pack_corpus
+    from cprec_core.pack import corpus_texts, pack_corpus
 
     with stage_run("pack", cfg, key) as run:
         model_dir = ensure_base_model(cfg, lambda: corpus_texts(cfg), run.logger.info)

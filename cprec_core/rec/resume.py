@@ -7,7 +7,7 @@ generator, which drives dropout, the negative-sampling generator, CUDA's when pr
 `state.json` (epochs done, the curve, the best score and epoch, epochs without improvement, the
 shuffling generator's state, seconds trained). Only the newest checkpoint is kept. Reads back the
 newest whose manifest verifies, hashes included; a newer, broken one (a kill mid-save) is removed
-and the previous one is used, as CPT does (cprec_core.train.checkpoint). The caller names the work
+and the previous one is used, as CPT does (cprec_core.cpt.checkpoint). The caller names the work
 dir after the run key, so a run with another configuration never resumes from it.
 """
 

@@ -20,8 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from cpt_fixtures import base_dir, make_workspace, with_cpt
 
-from cprec_core.train.cpt import LOG_FILE
-from cprec_core.train.launcher import (
+from cprec_core.cpt.launcher import (
     build_launch_command,
     free_port,
     job_spec,
@@ -29,6 +28,7 @@ from cprec_core.train.launcher import (
     prepare_work_dir,
     run_cpt,
 )
+from cprec_core.cpt.train import LOG_FILE
 
 pytestmark = pytest.mark.slow
 

@@ -78,7 +78,7 @@ def run_stage(stage: str, cfg: Config, tokenizer_dir: str | None) -> None:
 
         build_corpus(cfg)
     elif stage == "pack":
-        from cprec_core.tokenize import pack_corpus
+        from cprec_core.pack import pack_corpus
 
         assert tokenizer_dir is not None
         pack_corpus(cfg, Path(tokenizer_dir))

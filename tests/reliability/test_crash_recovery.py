@@ -32,6 +32,7 @@ from cprec_core.corpus import build_corpus
 from cprec_core.ingest.run import run_ingest
 from cprec_core.ingest.synth import generate_synthetic
 from cprec_core.models import train_tokenizer
+from cprec_core.pack import corpus_texts, pack_corpus
 from cprec_core.schema import (
     BRONZE_INTERACTIONS,
     BRONZE_ITEMS,
@@ -45,7 +46,6 @@ from cprec_core.schema import (
     SILVER_STATS,
     Artifact,
 )
-from cprec_core.tokenize import corpus_texts, pack_corpus
 
 CHILD = Path(__file__).with_name("crash_child.py")
 OUTPUTS: dict[str, tuple[Artifact, ...]] = {

@@ -14,8 +14,8 @@ import pyarrow as pa
 from cprec_core.artifacts import write_table
 from cprec_core.config import Config
 from cprec_core.models import build_tiny_model
+from cprec_core.pack import pack_corpus
 from cprec_core.schema import CORPUS_SCHEMA, GOLD_CORPUS, GOLD_PROBE
-from cprec_core.tokenize import pack_corpus
 
 SEQ_LEN = 32
 # 30 optimizer steps of 4 blocks: warmup 3 steps (0.1 x 30), stable 21, anneal the last 6 (0.2 x 30).

@@ -15,12 +15,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from cprec_core.artifacts import finish_manifest, write_table
 from cprec_core.config import ConfigError, CPTConfig, load_config
+from cprec_core.cpt.checkpoint import newest_good, tag_for
+from cprec_core.cpt.data import BlockSampler, Position, check_blocks, load_blocks
+from cprec_core.cpt.dsconfig import fill_ds_config
+from cprec_core.cpt.probe import perplexity
+from cprec_core.cpt.train import _lock_work_dir, plot_log
 from cprec_core.schema import GOLD_PACKED
-from cprec_core.train.checkpoint import newest_good, tag_for
-from cprec_core.train.cpt import _lock_work_dir, plot_log
-from cprec_core.train.data import BlockSampler, Position, check_blocks, load_blocks
-from cprec_core.train.dsconfig import fill_ds_config
-from cprec_core.train.probe import perplexity
 
 
 def test_sampler_two_ranks_split_the_one_rank_batch() -> None:
@@ -191,7 +191,7 @@ def test_work_dir_lock_is_exclusive_until_released(tmp_path: Path) -> None:
 def test_target_probe_scores_only_the_held_out_items_text() -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from cprec_core.train.probe import target_perplexity, target_windows
+    from cprec_core.cpt.probe import target_perplexity, target_windows
 
     chars = "abcdefghijklmnopqrstu\n. :12|"  # 28 tokens: inside the test model's vocab of 32
     tok = Tokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(chars)}, unk_token="a"))

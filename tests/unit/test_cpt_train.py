@@ -22,9 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cprec_core.artifacts import verify
 from cprec_core.config import Config
-from cprec_core.schedule import lr_lambda
-from cprec_core.train.cpt import LOG_FILE, PLOT_FILE, SUMMARY_FILE
-from cprec_core.train.launcher import (
+from cprec_core.cpt.launcher import (
     CPTError,
     build_launch_command,
     free_port,
@@ -34,7 +32,9 @@ from cprec_core.train.launcher import (
     prepare_work_dir,
     run_cpt,
 )
-from cprec_core.train.probe import perplexity, probe_texts
+from cprec_core.cpt.probe import perplexity, probe_texts
+from cprec_core.cpt.train import LOG_FILE, PLOT_FILE, SUMMARY_FILE
+from cprec_core.schedule import lr_lambda
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,7 @@ def test_sigkill_mid_run_then_resume_is_exact(workspace: Config, reference: tupl
                 os.kill(child, signal.SIGKILL)
             proc.kill()
             proc.wait()
-    assert proc.returncode == 1  # torchrun: "cprec_core.train.entry FAILED" (worker killed)
+    assert proc.returncode == 1  # torchrun: "cprec_core.cpt.entry FAILED" (worker killed)
     assert not out.exists()
     run_cpt(workspace, base_dir(workspace), out, progress=False)
     log, ref_log = _log(out / LOG_FILE), _log(reference[1] / LOG_FILE)

@@ -11,8 +11,7 @@ import pytest
 
 from cprec_core.artifacts import write_table
 from cprec_core.config import Config, ConfigError, LauncherConfig
-from cprec_core.schema import GOLD_PACKED
-from cprec_core.train.launcher import (
+from cprec_core.cpt.launcher import (
     build_launch_command,
     free_port,
     job_spec,
@@ -20,8 +19,9 @@ from cprec_core.train.launcher import (
     prepare_work_dir,
     work_dir_for,
 )
+from cprec_core.schema import GOLD_PACKED
 
-ENTRY = ["-m", "cprec_core.train.entry", "--spec", "/w/job.json"]
+ENTRY = ["-m", "cprec_core.cpt.entry", "--spec", "/w/job.json"]
 
 
 def test_torchrun_single_node_cpu() -> None:
@@ -51,7 +51,7 @@ def test_deepspeed_single_node_and_hostfile_and_no_ssh() -> None:
         sys.executable, "-m", "deepspeed.launcher.runner",
         "--num_nodes", "1", "--num_gpus", "2",
         "--master_addr", "127.0.0.1", "--master_port", "29500",
-        "--no_local_rank", "--module", "cprec_core.train.entry", "--spec", "/w/job.json",
+        "--no_local_rank", "--module", "cprec_core.cpt.entry", "--spec", "/w/job.json",
     ]  # fmt: skip
     hosts = LauncherConfig(kind="deepspeed", num_gpus=4, num_nodes=2, hostfile=Path("/etc/hosts.ds"))
     argv = build_launch_command(hosts, [])

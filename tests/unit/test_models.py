@@ -21,7 +21,7 @@ from cprec_core.models import (
     item_lines,
     load_causal_lm,
 )
-from cprec_core.tokenize import tokenize_documents
+from cprec_core.pack import tokenize_documents
 
 TINY = TinyModelConfig(
     vocab_size=300,

@@ -24,16 +24,16 @@ from typing import Any
 
 from cprec_core.artifacts import atomic_write_text, config_hash, read_manifest
 from cprec_core.config import Config, ConfigError, LauncherConfig
+from cprec_core.cpt.entry import FAILED
+from cprec_core.cpt.train import SUMMARY_FILE, JobSpec
 from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 from cprec_core.models import check_model_path
 from cprec_core.schema import GOLD_PACKED
-from cprec_core.train.cpt import SUMMARY_FILE, JobSpec
-from cprec_core.train.entry import FAILED
 
 log = logging.getLogger("cprec.cpt")
 
-ENTRY_MODULE = "cprec_core.train.entry"
+ENTRY_MODULE = "cprec_core.cpt.entry"
 TAIL_LINES = 40
 
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cprec_core.artifacts import read_table
+from cprec_core.pack import tokenize_documents
 from cprec_core.schema import GOLD_PROBE
-from cprec_core.tokenize import tokenize_documents
 
 NUMBER = re.compile(r"\d+\. ")  # the "N. " that numbers an item line (cprec_core.prompts.number_lines)
 

@@ -27,12 +27,12 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from cprec_core.artifacts import atomic_dir, atomic_write_text, finish_manifest
 from cprec_core.config import CPTConfig
+from cprec_core.cpt import checkpoint
+from cprec_core.cpt.data import BlockSampler, Position, check_blocks, load_blocks
+from cprec_core.cpt.dsconfig import fill_ds_config
+from cprec_core.cpt.probe import perplexity, probe_texts, target_perplexity
 from cprec_core.models import load_causal_lm
 from cprec_core.schedule import lr_lambda
-from cprec_core.train import checkpoint
-from cprec_core.train.data import BlockSampler, Position, check_blocks, load_blocks
-from cprec_core.train.dsconfig import fill_ds_config
-from cprec_core.train.probe import perplexity, probe_texts, target_perplexity
 
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "summary.json"

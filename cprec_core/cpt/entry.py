@@ -1,4 +1,4 @@
-"""The process the launcher starts: `python -m cprec_core.train.entry --spec <job.json>`.
+"""The process the launcher starts: `python -m cprec_core.cpt.entry --spec <job.json>`.
 
 Reads the job spec written by launcher.run_cpt; everything else is cpt.train's. After a clean
 finish the process leaves with os._exit(0): multi-process gloo runs otherwise often abort at
@@ -19,7 +19,7 @@ FAILED = "[cpt] FAILED on"
 
 def main(argv: list[str] | None = None) -> None:
     """Parse `--spec`, run the job, exit 0 on success and 1 (with the traceback) on failure."""
-    parser = argparse.ArgumentParser(prog="cprec_core.train.entry", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cprec_core.cpt.entry", description=__doc__)
     parser.add_argument("--spec", type=Path, required=True, help="job spec JSON written by run_cpt")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     code = 0
     try:
-        from cprec_core.train.cpt import JobSpec, train
+        from cprec_core.cpt.train import JobSpec, train
 
         train(JobSpec.load(args.spec))
     except BaseException as e:

@@ -1,4 +1,4 @@
-"""Tests for cprec_core/tokenize.py: packing loses, duplicates and pads nothing; output is deterministic."""
+"""Tests for cprec_core/pack.py: packing loses, duplicates and pads nothing; output is deterministic."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from cprec_core import tokenize
 from cprec_core.artifacts import read_manifest, read_table, write_table
 from cprec_core.config import Config
 from cprec_core.models import train_tokenizer
+from cprec_core.pack import PackError, corpus_texts, pack_corpus, tokenize_documents
 from cprec_core.schema import CORPUS_SCHEMA, GOLD_CORPUS, GOLD_PACKED
-from cprec_core.tokenize import PackError, corpus_texts, pack_corpus, tokenize_documents
 
 SEQ_LEN = 16
 
