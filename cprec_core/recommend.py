@@ -34,7 +34,7 @@ from cprec_core.prompts import item_text
 from cprec_core.rec.baselines import popularity_score_fn
 from cprec_core.rec.build import build_recommender
 from cprec_core.rec.data import DomainData, history_mask, load_domain
-from cprec_core.rec.finetune import ZERO_SHOT, load_runs, pick_device, with_choice
+from cprec_core.rec.finetune import ZERO_SHOT, load_runs, model_dir_of, pick_device, with_choice
 from cprec_core.rec.item_encoder import item_embeddings, standardize
 from cprec_core.rec.ranking import SCORE_CELLS, ScoreFn, model_score_fn
 from cprec_core.rec.train import load_trainable
@@ -70,14 +70,14 @@ def scorer(cfg: Config, run: dict[str, Any], data: DomainData, cpt_dir: Path, ba
     device = pick_device()
     if variant == "popularity":
         return popularity_score_fn(data)
-    model_dir = cpt_dir if variant.startswith("cpt") or variant == "zero-shot" else base_dir
+    model_dir = model_dir_of(variant, cpt_dir, base_dir)
     run_cfg = with_choice(cfg, run.get("choice") or {})
     if variant in ZERO_SHOT:
         texts = data.texts(lambda t, c: item_text(t, c, cfg.corpus.max_title_chars))
         cache = cache_dir(cfg, "item_emb")
         emb = standardize(item_embeddings(model_dir, texts, run_cfg.finetune, cache, device))
         return zero_shot_score_fn(emb, run_cfg.finetune.max_seq_len)
-    model, _ = build_recommender(run_cfg, data, variant, None if variant == "sasrec" else model_dir, device)
+    model, _ = build_recommender(run_cfg, data, variant, model_dir, device)
     load_trainable(model, load_file(Path(run["out_dir"]) / "model.safetensors"))
     model.to(device)
     return model_score_fn(model, run_cfg.finetune.max_seq_len, device)

@@ -107,7 +107,8 @@ def checkpoint_of(variant: str) -> str | None:
     return variant.split("-")[0] if variant.split("-")[0] in ("cpt", "base") else None
 
 
-def _model_dir(variant: str, cpt_dir: Path | None, base_dir: Path | None) -> Path | None:
+def model_dir_of(variant: str, cpt_dir: Path | None, base_dir: Path | None) -> Path | None:
+    """The LLM directory a variant reads (None for popularity and SASRec)."""
     which = checkpoint_of(variant)
     if which is None:
         return None
@@ -132,7 +133,7 @@ def run_key(
         "items": verify(SILVER_ITEMS.path(cfg.root)).fingerprint,
         "code": code_version(),
     }
-    model_dir = _model_dir(variant, cpt_dir, base_dir)
+    model_dir = model_dir_of(variant, cpt_dir, base_dir)
     if model_dir is not None:
         parts["llm"] = model_fingerprint(model_dir)
     return config_hash(parts)
@@ -172,7 +173,7 @@ def finetune_variant(
     except ValueError as e:
         raise ValueError(f"finetune.variants: {e}") from None
     key = run_key(cfg, domain, variant, seed, cpt_dir, base_dir)
-    model_dir = _model_dir(variant, cpt_dir, base_dir)
+    model_dir = model_dir_of(variant, cpt_dir, base_dir)
     fcfg = cfg.finetune
     data = load_domain(cfg.root, domain)
     seed_everything(seed)
