@@ -15,7 +15,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from cprec_core.config import IngestConfig, SourceConfig
+from cprec_core.ingest.columnar import fast_json_lines
 from cprec_core.ingest.common import (
     FieldMap,
     RawFile,
@@ -78,8 +83,62 @@ def records(path: Path, fields: FieldMap) -> Iterator[Record]:
         yield from mapped(json_records(f), fields)
 
 
+REVIEW_COLUMNS = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("parent_asin", pa.string()),
+        ("timestamp", pa.int64()),
+        ("rating", pa.float64()),
+    ]
+)
+SAFE_ID = r"^[\x21-\x7e]+$"  # printable ASCII without spaces: parse_review keeps such an id as it is
+
+
+def accept_reviews(table: pa.Table, cfg: IngestConfig) -> np.ndarray:
+    """The reviews parse_review certainly keeps unchanged: plain ids within ingest.max_id_chars, a
+    timestamp within [min_ts, max_ts] seconds, a rating that is null or finite within bounds.
+    Anything else (a missing field, an id with spaces or non-ASCII text, ...) is left to it."""
+    ok = pa.array(np.ones(table.num_rows, dtype=bool))
+    for name in ("user_id", "parent_asin"):
+        ids = table[name]
+        ok = pc.and_kleene(ok, pc.match_substring_regex(ids, SAFE_ID))
+        ok = pc.and_kleene(ok, pc.less_equal(pc.binary_length(ids), cfg.max_id_chars))
+    ms = table["timestamp"]
+    low, high = max(cfg.min_ts, 0) * 1000, cfg.max_ts * 1000 + 999  # ms // 1000 in [min_ts, max_ts]
+    ok = pc.and_kleene(ok, pc.and_kleene(pc.greater_equal(ms, low), pc.less_equal(ms, high)))
+    rating = table["rating"]
+    in_bounds = pc.and_kleene(
+        pc.greater_equal(rating, RATING_BOUNDS[0]), pc.less_equal(rating, RATING_BOUNDS[1])
+    )
+    ok = pc.and_kleene(ok, pc.or_kleene(pc.is_null(rating), in_bounds))
+    return pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+
+
+def review_columns(table: pa.Table) -> pa.Table:
+    """Accepted reviews as bronze columns: user_id, item_id, ts (seconds), rating."""
+    seconds = pc.divide(table["timestamp"], 1000)  # non-negative: integer division floors
+    return pa.table(
+        {
+            "user_id": table["user_id"],
+            "item_id": table["parent_asin"],
+            "ts": seconds,
+            "rating": table["rating"],
+        }
+    )
+
+
+def fast_reviews(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record | pa.Table]:
+    """A reviews file read column-wise (ingest/columnar.py)."""
+    return fast_json_lines(path, fields, REVIEW_COLUMNS, partial(accept_reviews, cfg=cfg), review_columns)
+
+
 def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
     """Every `<Domain>.jsonl[.gz]` and `meta_<Domain>.jsonl[.gz]` directly under source.path."""
     return discover_flat(
-        source, FILE, records, {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta}, NATIVE
+        source,
+        FILE,
+        records,
+        {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta},
+        NATIVE,
+        fast={"interactions": partial(fast_reviews, cfg=cfg)},
     )

@@ -153,6 +153,9 @@ class RawFile:
     records: Callable[[], Iterator[Record]]
     parse: Callable[[dict[str, Any]], tuple[Any, ...]]
     fields: FieldMap | None = None  # how the source's field names became the reader's
+    # column-wise reading (ingest/columnar.py): Arrow tables of rows already valid, and a Record
+    # for every other row; None = `records` only
+    fast: Callable[[], Iterator[Record | pa.Table]] | None = None
 
 
 @dataclass
@@ -291,7 +294,7 @@ def open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def _decode_line(line: bytes, line_no: int) -> tuple[str | None, str | None]:
+def decode_line(line: bytes, line_no: int) -> tuple[str | None, str | None]:
     """(text, None) for a usable line, (None, reason) for a broken one."""
     if line.endswith(b"\n"):
         line = line[:-1]
@@ -324,6 +327,15 @@ def raw_text(raw: Any) -> str:
     return printable(text).rstrip("\r\n")[:RAW_CHARS]
 
 
+STREAM_ERRORS = (EOFError, OSError, zlib.error)  # what reading a truncated or corrupt stream raises
+
+
+def stream_error(e: BaseException, line_no: int) -> str:
+    """The quarantine reason of a stream that broke off while reading line `line_no`."""
+    what = "corrupt gzip stream" if isinstance(e, gzip.BadGzipFile | zlib.error) else "file truncated"
+    return f"{what} at line {line_no}: {e}"
+
+
 def text_lines(stream: IO[bytes]) -> Iterator[tuple[int, str | None, str | None, bytes]]:
     """(line_no, text, error, raw) for each line; a truncated/corrupt stream ends with one error."""
     line_no = 0
@@ -333,12 +345,11 @@ def text_lines(stream: IO[bytes]) -> Iterator[tuple[int, str | None, str | None,
             line = next(it)
         except StopIteration:
             return
-        except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt compressed stream
-            what = "corrupt gzip stream" if isinstance(e, gzip.BadGzipFile | zlib.error) else "file truncated"
-            yield line_no + 1, None, f"{what} at line {line_no + 1}: {e}", b""
+        except STREAM_ERRORS as e:  # truncated or corrupt compressed stream
+            yield line_no + 1, None, stream_error(e, line_no + 1), b""
             return
         line_no += 1
-        text, error = _decode_line(line, line_no)
+        text, error = decode_line(line, line_no)
         yield line_no, text, error, line
 
 
@@ -349,26 +360,26 @@ def json_records(stream: IO[bytes], literal_fallback: bool = False) -> Iterator[
     Python's repr, e.g. `{'asin': '0001', 'categories': [['Books']]}`).
     """
     for line_no, text, error, raw in text_lines(stream):
-        if text is None:
-            yield Record(line_no, None, error, raw)
-            continue
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError) as e:
-            value = _literal(text) if literal_fallback else None
-            if value is None:
-                msg = (
-                    f"{e.msg} at column {e.colno}"
-                    if isinstance(e, json.JSONDecodeError)
-                    else "nested too deep"
-                )
-                what = "neither JSON nor a Python literal" if literal_fallback else "invalid JSON"
-                yield Record(line_no, None, f"{what}: {msg}", text)
-                continue
-        if not isinstance(value, dict):
-            yield Record(line_no, None, f"expected a JSON object, got {type(value).__name__}", text)
-            continue
-        yield Record(line_no, value, None, text)
+        yield json_record(line_no, text, error, raw, literal_fallback)
+
+
+def json_record(
+    line_no: int, text: str | None, error: str | None, raw: bytes, literal_fallback: bool = False
+) -> Record:
+    """The Record of one decoded line (`text`, or the `error` that kept it from decoding)."""
+    if text is None:
+        return Record(line_no, None, error, raw)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        value = _literal(text) if literal_fallback else None
+        if value is None:
+            msg = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deep"
+            what = "neither JSON nor a Python literal" if literal_fallback else "invalid JSON"
+            return Record(line_no, None, f"{what}: {msg}", text)
+    if not isinstance(value, dict):
+        return Record(line_no, None, f"expected a JSON object, got {type(value).__name__}", text)
+    return Record(line_no, value, None, text)
 
 
 def _literal(text: str) -> dict[str, Any] | None:
@@ -416,12 +427,14 @@ def discover_flat(
     records: Callable[[Path, FieldMap], Iterator[Record]],
     parsers: dict[Table, Callable[[dict[str, Any]], tuple[Any, ...]]],
     native: dict[Table, dict[str, str]],
+    fast: dict[Table, Callable[[Path, FieldMap], Iterator[Record | pa.Table]]] | None = None,
 ) -> list[RawFile]:
     """Raw files directly under source.path whose names match `name_re`.
 
     The pattern's group `name` is the raw dataset name; a match of its group `meta` marks an
     item metadata file, anything else an interactions file. `records(path, fields)` reads a file
-    in the reader's own field names (`native`: per table, canonical name -> own name).
+    in the reader's own field names (`native`: per table, canonical name -> own name); `fast(path,
+    fields)`, where given for a table, reads it column-wise (ingest/columnar.py).
     """
     root = Path(source.path)
     if not root.is_dir():
@@ -438,7 +451,18 @@ def discover_flat(
     files = []
     for (domain, table), path in unique_files(found).items():
         fields = FieldMap(native, table, source.fields, str(path))
-        files.append(RawFile(path, table, domain, partial(records, path, fields), parsers[table], fields))
+        column_wise = (fast or {}).get(table)
+        files.append(
+            RawFile(
+                path,
+                table,
+                domain,
+                partial(records, path, fields),
+                parsers[table],
+                fields,
+                partial(column_wise, path, fields) if column_wise else None,
+            )
+        )
     return files
 
 
@@ -516,7 +540,16 @@ def ingest_file(
                 advance(n)
         return n
 
-    for rec in raw.records():
+    for rec in raw.fast() if raw.fast is not None else raw.records():
+        if isinstance(rec, pa.Table):  # rows the column-wise reader vouches for, in line order
+            report.kept += flush(rows, write_rows)
+            n = rec.num_rows
+            write_rows(rec.append_column("domain", pa.array([raw.domain] * n, pa.string())))
+            report.rows_in += n
+            report.kept += n
+            if advance is not None:
+                advance(n)
+            continue
         report.rows_in += 1
         error = rec.error
         if error is None:
