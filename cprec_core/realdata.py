@@ -460,7 +460,7 @@ def prepare_realdata(data_dir: Path, out_dir: Path, progress: bool = False) -> d
     return counts
 
 
-# Counts on shared/data (bench/realdata/prepare.py, 2026-11-24; ~4.3 s CPU, 3.4-12.5 s wall, 2 shared cores);
+# Counts on shared/data (`cprec prepare-realdata`, 2026-11-24; ~4.3 s CPU, 3.4-12.5 s wall, 2 shared cores);
 # each matches shared/data/README.md's measured numbers:
 #   Arts        users   9,577  items 18,127 (catalogue 18,639)  interactions   97,681
 #   Office      users   9,565  items 15,298 (catalogue 19,757)  interactions   86,099   (Arts+Office 183,780)
