@@ -79,7 +79,7 @@ def _sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
-    return sizes
+    return sorted(sizes)
 
 
 def main(argv: list[str] | None = None) -> None:

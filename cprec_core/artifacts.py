@@ -123,15 +123,21 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def model_fingerprint(path: Path) -> str:
-    """sha256 over a model's files, names and contents: an HF directory's *.safetensors and
-    config.json, or a .gguf file. The one identity of a base or trained LLM in every key and cache.
-
-    Memoised on the files' sizes and mtimes: a checkpoint is hashed once per process, and again
-    only when it is rewritten.
-    """
+    """The identity of a base or trained LLM in every key and cache: the manifest fingerprint of a
+    model cprec wrote (its files' hashes, taken when written), else a sha256 over the files of an
+    HF directory (weights, config, tokenizer: every file not starting with '.' or '_') or of a
+    .gguf file, memoised on their sizes and mtimes (hashed once per process, again only when
+    rewritten)."""
     path = Path(path)
-    files = [path] if path.is_file() else [*sorted(path.glob("*.safetensors")), path / "config.json"]
-    if len(files) < (1 if path.is_file() else 2) or not all(f.is_file() for f in files):
+    with contextlib.suppress(ArtifactError):
+        return verify(path).fingerprint
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(f for f in path.glob("*") if f.is_file() and not f.name.startswith((".", "_")))
+        if not (path / "config.json").is_file() or not any(f.suffix == ".safetensors" for f in files):
+            files = []
+    if not files:
         raise ArtifactError(
             f"{path}: not a model (an HF directory with config.json and *.safetensors, or a .gguf file)"
         )

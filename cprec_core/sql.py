@@ -23,7 +23,7 @@ _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def sql_text(name: str) -> str:
-    """The text of `sql/<name>.sql` (name without extension, e.g. '20_int_dedup')."""
+    """The text of `sql/<name>.sql` (name without extension, e.g. '20_int_events')."""
     path = SQL_DIR / f"{name}.sql"
     if not path.is_file():
         raise FileNotFoundError(f"no SQL file {path}")

@@ -35,9 +35,9 @@ def run_refresh(cfg: Config, run_stage) -> dict[str, Any]:
                 logger.info("no new or changed raw files: nothing to do")
                 return {"status": "unchanged", "changed_domains": []}
             logger.info("changed domains: %s", ", ".join(changed))
-            first, *rest = REFRESHED  # ingest, over the changed domains only; then the rest in full
-            results = {first: run_stage(first, cfg, domains=ingest_scope(cfg, changed))}
-            for stage in rest:
+            # ingest reads only the changed domains; the other refreshed stages rebuild in full
+            results = {"ingest": run_stage("ingest", cfg, domains=ingest_scope(cfg, changed))}
+            for stage in (s for s in REFRESHED if s != "ingest"):
                 results[stage] = run_stage(stage, cfg)
             save_fingerprints(cfg, fingerprints)
     except RefreshBusy as e:

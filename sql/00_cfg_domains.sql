@@ -18,9 +18,10 @@ downstream as (
 ),
 
 configured as (
-    select domain, role from pretrain
+    -- a domain listed twice is one domain (the config keeps pretrain and downstream apart)
+    select distinct domain, role from pretrain
     union all
-    select domain, role from downstream
+    select distinct domain, role from downstream
 ),
 
 fractions as (

@@ -2,7 +2,7 @@
 
 Reads GOLD_PACKED's manifest (part of the job fingerprint) and the base model dir; writes the
 job's work dir <out_dir>.work/ (job.json, ds_config.json, checkpoints/, train_log.jsonl) and,
-through the launched processes (cpt.py), the output dir <out_dir>. Implements DESIGN.md stage 5:
+through the launched processes (cpt/train.py), the output dir <out_dir>. Implements DESIGN.md stage 5:
 "Multi-GPU and multi-node runs are launched by the standard deepspeed/torchrun launchers; the
 task only builds and supervises that command and streams its logs."
 """

@@ -91,6 +91,7 @@ REVIEW_COLUMNS = pa.schema(
         ("rating", pa.float64()),
     ]
 )
+INT64_MAX = 2**63 - 1
 SAFE_ID = r"^[\x21-\x7e]+$"  # printable ASCII without spaces: parse_review keeps such an id as it is
 
 
@@ -104,7 +105,8 @@ def accept_reviews(table: pa.Table, cfg: IngestConfig) -> np.ndarray:
         ok = pc.and_kleene(ok, pc.match_substring_regex(ids, SAFE_ID))
         ok = pc.and_kleene(ok, pc.less_equal(pc.binary_length(ids), cfg.max_id_chars))
     ms = table["timestamp"]
-    low, high = max(cfg.min_ts, 0) * 1000, cfg.max_ts * 1000 + 999  # ms // 1000 in [min_ts, max_ts]
+    # ms // 1000 in [min_ts, max_ts], within int64 (bounds beyond it are left to parse_review)
+    low, high = min(max(cfg.min_ts, 0) * 1000, INT64_MAX), min(cfg.max_ts * 1000 + 999, INT64_MAX)
     ok = pc.and_kleene(ok, pc.and_kleene(pc.greater_equal(ms, low), pc.less_equal(ms, high)))
     rating = table["rating"]
     in_bounds = pc.and_kleene(
@@ -129,7 +131,9 @@ def review_columns(table: pa.Table) -> pa.Table:
 
 def fast_reviews(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record | pa.Table]:
     """A reviews file read column-wise (ingest/columnar.py)."""
-    return fast_json_lines(path, fields, REVIEW_COLUMNS, partial(accept_reviews, cfg=cfg), review_columns)
+    return fast_json_lines(
+        path, fields, REVIEW_COLUMNS, partial(accept_reviews, cfg=cfg), review_columns, optional=("rating",)
+    )
 
 
 def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:

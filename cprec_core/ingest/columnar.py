@@ -17,6 +17,7 @@ quarantine on hostile files.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from cprec_core.ingest.common import (
+    FIELD_ALIASES,
     STREAM_ERRORS,
     FieldMap,
     Record,
@@ -39,7 +41,11 @@ CHUNK_BYTES = 16 << 20  # decompressed bytes read at a time and split into lines
 PARSE_CHUNK = 1 << 20  # pyarrow parses a block in chunks of this many bytes on its threads; a longer line
 # cannot be read column-wise and takes the per-row path
 
-OPEN, NEWLINE = ord("{"), ord("\n")
+OPEN, CLOSE, BRACKET, NEWLINE, CR = (ord(c) for c in "{}[\n\r")
+NESTING = 256  # brackets a line may hold and still be read column-wise (Python's json recurses)
+NON_PYTHON_NUMBER = re.compile(
+    rb"[:,\[]\s*(?:-?Inf(?!inity)|-NaN)"
+)  # pyarrow reads these, json.loads refuses
 
 Accept = Callable[[pa.Table], np.ndarray]  # the rows certainly valid (a bool mask)
 Convert = Callable[[pa.Table], pa.Table]  # accepted rows → bronze columns (without source_line, domain)
@@ -47,11 +53,20 @@ Lines = tuple[int, list[bytes]]  # the number of the first line, the lines (with
 
 
 def fast_json_lines(
-    path: Path, fields: FieldMap, schema: pa.Schema, accept: Accept, convert: Convert
+    path: Path,
+    fields: FieldMap,
+    schema: pa.Schema,
+    accept: Accept,
+    convert: Convert,
+    optional: tuple[str, ...] = (),
 ) -> Iterator[Record | pa.Table]:
     """Per block of lines: a table of the accepted rows (bronze columns + source_line), then a
     Record for each other line, as the per-row reader would give it. Mapped field names (a
-    configured ingest.sources[].fields) need the per-row reader for every row."""
+    configured ingest.sources[].fields) need the per-row reader for every row; so does a line
+    holding another name of an `optional` field (canonical names, e.g. rating: `overall`), which
+    the per-row reader would read where the columns see a null."""
+    own = set(fields.native.values())
+    avoid = tuple(f'"{a}"'.encode() for c in optional for a in FIELD_ALIASES[c] if a not in own)
 
     def per_row(rec: Record) -> Record:
         return rec if rec.value is None else rec._replace(value=fields.apply(rec.value))
@@ -60,7 +75,9 @@ def fast_json_lines(
         if isinstance(block, Record):
             yield per_row(block)
             continue
-        for (first, lines), table in [(block, None)] if fields.configured else _segments(block, schema):
+        for (first, lines), table in (
+            [(block, None)] if fields.configured else _segments(block, schema, avoid)
+        ):
             ok = np.zeros(len(lines), dtype=bool) if table is None else accept(table)
             if ok.any():
                 numbers = np.arange(first, first + len(lines), dtype=np.int64)[ok]
@@ -95,30 +112,50 @@ def _blocks(path: Path) -> Iterator[Lines | Record]:
                 yield json_record(line_no, text, error, raw)
 
 
-def _segments(block: Lines, schema: pa.Schema) -> Iterator[tuple[Lines, pa.Table | None]]:
+def _segments(
+    block: Lines, schema: pa.Schema, avoid: tuple[bytes, ...]
+) -> Iterator[tuple[Lines, pa.Table | None]]:
     """The block as consecutive runs of lines, each with its table, or None for a single line
     pyarrow cannot read: a block it refuses is halved until the lines it can read are found (a
     bad line costs ~2 parses of its block, not a per-row block)."""
     first, lines = block
     if not lines:
         return
-    table = _parse_block(lines, schema)
+    table = _parse_block(lines, schema, avoid)
     if table is not None or len(lines) == 1:
         yield block, table
         return
     half = len(lines) // 2
-    yield from _segments((first, lines[:half]), schema)
-    yield from _segments((first + half, lines[half:]), schema)
+    yield from _segments((first, lines[:half]), schema, avoid)
+    yield from _segments((first + half, lines[half:]), schema, avoid)
 
 
-def _parse_block(lines: list[bytes], schema: pa.Schema) -> pa.Table | None:
-    """The lines as one table, one row per line, or None when pyarrow cannot promise that: a line
-    that does not start with `{` (a blank line pyarrow would skip, a byte-order mark, leading
-    spaces: the per-row reader judges those), a line of another shape, anything it fails to parse."""
+def _parse_block(lines: list[bytes], schema: pa.Schema, avoid: tuple[bytes, ...]) -> pa.Table | None:
+    """The lines as one table, one row per line, or None unless pyarrow reads every line as the
+    per-row reader would, as one object. Refused here, for the per-row reader to judge: a NUL byte
+    or invalid UTF-8 (pyarrow does not check those); a line that does not start with `{` and end
+    with `}` (a blank line pyarrow skips, a byte-order mark, an object spanning lines); a line with
+    more than NESTING brackets (Python's json stops at its recursion limit, pyarrow does not);
+    NaN/Inf spellings pyarrow accepts and Python does not (Inf, -NaN); a key in `avoid`; anything
+    pyarrow fails to parse; a row count other than the line count (two objects on one line)."""
     data = b"\n".join(lines)
+    if b"\x00" in data or any(key in data for key in avoid):
+        return None
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if (b"Inf" in data or b"-NaN" in data) and NON_PYTHON_NUMBER.search(data):
+        return None
     buf = np.frombuffer(data + b"\n", dtype=np.uint8)
-    starts = np.concatenate(([0], np.flatnonzero(buf[:-1] == NEWLINE) + 1))  # every line's first byte
-    if (buf[starts] != OPEN).any():  # an empty line starts with the newline that ends it
+    ends = np.flatnonzero(buf == NEWLINE)  # every line's newline (the last one appended)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    last = ends - 1 - (buf[ends - 1] == CR)  # a line's last byte, before a CRLF's \r
+    if (buf[starts] != OPEN).any() or (buf[last] != CLOSE).any():  # an empty line starts with its newline
+        return None
+    brackets = np.add.reduceat(((buf == OPEN) | (buf == BRACKET)).astype(np.int32), starts)
+    if (brackets > NESTING).any():
         return None
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
@@ -129,5 +166,4 @@ def _parse_block(lines: list[bytes], schema: pa.Schema) -> pa.Table | None:
         )
     except (pa.ArrowException, UnicodeDecodeError, ValueError):
         return None
-    # two objects on one line would read as two rows: the count must match the lines exactly
     return table.select(schema.names) if table.num_rows == len(lines) else None

@@ -541,7 +541,7 @@ def ingest_file(
         return n
 
     for rec in raw.fast() if raw.fast is not None else raw.records():
-        if isinstance(rec, pa.Table):  # rows the column-wise reader vouches for, in line order
+        if isinstance(rec, pa.Table):  # rows the column-wise reader vouches for (each has its source_line)
             report.kept += flush(rows, write_rows)
             n = rec.num_rows
             write_rows(rec.append_column("domain", pa.array([raw.domain] * n, pa.string())))

@@ -85,7 +85,10 @@ def test_model_fingerprint_follows_the_weights_not_their_timestamps(tmp_path):
     os.utime(model / "model.safetensors", ns=(1, 1))
     assert model_fingerprint(model) == first
     (model / "model.safetensors").write_bytes(b"weights-2")
-    assert model_fingerprint(model) != first
+    second = model_fingerprint(model)
+    assert second != first
+    (model / "tokenizer.json").write_text("{}")  # the tokenizer is part of a model too
+    assert model_fingerprint(model) != second
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"gguf")
     assert len(model_fingerprint(gguf)) == 64

@@ -58,6 +58,19 @@ HOSTILE: list[bytes] = [
     b'{"user_id": {"nested": 1}, "parent_asin": "B1", "timestamp": 1550000000000}',
     review("U12") + b"\r",  # CRLF line end
     review("U13", "B9", 1_560_000_000_000, 1.0),
+    # what pyarrow reads and the per-row reader does not, outside the fields read
+    review("U14")[:-1] + b', "text": "caf\xe9"}',  # invalid UTF-8 in a field not read
+    review("U15") + b"\x00",  # a NUL after the object
+    review("U16")[:-1] + b', "helpful_vote": Inf}',
+    review("U17")[:-1] + b', "helpful_vote": -NaN}',
+    review("U18")[:-1] + b', "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",  # deeper than Python recurses
+    review("U19")[:-1] + b', "x": Infinity, "y": NaN}',  # Python reads these: kept either way
+    b'{"user_id": "U20", "parent_asin": "B1", "timestamp": 1550000000000, "overall": 7}',  # rating alias
+    b'{"user_id": "U21", "parent_asin": "B1", "timestamp": 1550000000000, "stars": 3}',
+    b'{"a":',  # an object spanning lines, each of which starts with {
+    b'{"b": 1}}',
+    review("U22") + b" " + review("U23"),
+    review("U24") + b"  ",  # trailing spaces
 ]
 
 
@@ -88,8 +101,9 @@ def test_column_wise_reviews_equal_the_per_row_reader_on_hostile_lines(
     assert fast == slow
     counts, rows, _, fields = fast
     assert counts[0] == len(HOSTILE) and counts[1] > 8 and counts[2] > 20  # the file exercises both
-    assert {"U1", "U2", "U13", "42", "U 4", "Ü5", "U7"} <= {r["user_id"] for r in rows}
-    assert fields == {"reviewerID": "user_id"}
+    assert {"U1", "U2", "U13", "42", "U 4", "Ü5", "U7", "U19", "U21", "U24"} <= {r["user_id"] for r in rows}
+    assert {r["user_id"]: r["rating"] for r in rows}["U21"] == 3.0
+    assert fields == {"reviewerID": "user_id", "overall": "rating", "stars": "rating"}
     (raw,) = amazon2023.discover(SourceConfig(format="amazon2023", path=tmp_path), CFG)
     column_wise = sum(t.num_rows for t in raw.fast() if isinstance(t, pa.Table))
     assert column_wise >= 5  # the clean lines around the bad ones still come column-wise

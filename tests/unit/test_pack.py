@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 from transformers import AutoTokenizer
 
-from cprec_core import tokenize
+from cprec_core import pack as pack_module
 from cprec_core.artifacts import read_manifest, read_table, write_table
 from cprec_core.config import Config
 from cprec_core.models import train_tokenizer
@@ -65,9 +65,9 @@ def packed_blocks(root: Path) -> np.ndarray:
 def test_pack_blocks_by_hand(monkeypatch) -> None:
     # docs [1 2 3] [4 5] [6], order (2, 0, 1), EOS = 0 -> stream 6 0 1 2 3 0 4 5 0
     # -> blocks [6 0 1 2] [3 0 4 5], tail [0] dropped. One document per chunk exercises the carry.
-    monkeypatch.setattr(tokenize, "PACK_CHUNK_DOCS", 1)
+    monkeypatch.setattr(pack_module, "PACK_CHUNK_DOCS", 1)
     tokens = np.array([1, 2, 3, 4, 5, 6], dtype=np.int32)
-    blocks = list(tokenize._pack_blocks(tokens, np.array([3, 2, 1]), np.array([2, 0, 1]), 0, 4))
+    blocks = list(pack_module._pack_blocks(tokens, np.array([3, 2, 1]), np.array([2, 0, 1]), 0, 4))
     assert np.concatenate(blocks).tolist() == [[6, 0, 1, 2], [3, 0, 4, 5]]
 
 
