@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from cprec_core.stages import REFRESHED, SPECS, STAGES, gpu_deployment
-from flows.cprec import TASKS, stage_groups
+from flows.cprec import TASKS
 from flows.deploy import WORK_POOLS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,22 +37,10 @@ def test_the_flow_runs_each_stage_through_the_task_of_its_name() -> None:
     assert all(task.name == stage for stage, task in TASKS.items())
 
 
-def test_gpu_stages_group_by_deployment_only_with_a_gpu_pool(tmp_path) -> None:
-    from cprec_core.config import load_config
-
-    cfg = load_config(None, [f"paths.root={tmp_path}"])
-    pooled = cfg.model_copy(update={"orchestration": cfg.orchestration.model_copy(update={"gpu_pool": "g"})})
-    assert stage_groups(list(STAGES), cfg) == [[s] for s in STAGES]
-    assert stage_groups(list(STAGES), pooled) == [
-        ["ingest"],
-        ["behaviors"],
-        ["corpus"],
-        ["pack", "cpt"],
-        ["finetune"],
-        ["evaluate"],
-        ["recommend"],
-    ]
+def test_the_gpu_stages_and_the_refreshed_ones_come_from_the_registry() -> None:
+    # (how the flow groups them for a GPU pool: tests/unit/test_config.py)
     assert [s for s in STAGES if gpu_deployment(s)] == ["pack", "cpt", "finetune"]
+    assert {gpu_deployment(s) for s in ("pack", "cpt")} == {"cpt"}
     assert REFRESHED == ("ingest", "behaviors", "corpus")
 
 
