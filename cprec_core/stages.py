@@ -156,9 +156,11 @@ def parse_stages(text: str | list[str] | None) -> list[str]:
     return [s for s in STAGES if s in names]
 
 
-def _fingerprint_or_missing(path: Path) -> str:
+def _fingerprint_or_missing(path: Path, of: Callable[[Path], str] = lambda p: verify(p).fingerprint) -> str:
+    """An input's fingerprint, or "missing": the stage itself then fails with its own clear error
+    (a key is never where a run fails)."""
     try:
-        return verify(path).fingerprint
+        return of(path)
     except ArtifactError:
         return "missing"
 
@@ -175,7 +177,7 @@ def stage_key(stage: str, cfg: Config) -> str:
 
         inputs = domain_fingerprints(cfg)
     if stage in ("pack", "cpt") and cfg.model.path is not None:
-        inputs["model"] = model_fingerprint(Path(cfg.model.path))
+        inputs["model"] = _fingerprint_or_missing(Path(cfg.model.path), model_fingerprint)
     sections = {s: getattr(cfg, s).model_dump(mode="json") for s in spec.sections}
     run = {"name": cfg.name} if spec.per_run else {}  # data stages are shared by every run name
     payload = json.dumps(
