@@ -423,7 +423,13 @@ class FinetuneConfig(Section):
     )
     num_negatives: int = Field(64, ge=0, description="sampled negatives beside in-batch ones")
     temperature: float = Field(0.07, gt=0)
-    max_epochs: int = Field(30, ge=1)
+    max_epochs: int = Field(30, ge=1, description="epochs of each training phase, at most")
+    llm_max_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="epochs, at most, of the phase in which the item LLM trains (None = max_epochs): a "
+        "CPU budget for a real LLM's costly epochs; a run it stops at its best epoch is reported cut short",
+    )
     patience: int = Field(3, ge=1, description="early stopping on valid NDCG@10")
     embed_batch_size: int = Field(64, ge=1, description="items per LLM forward (encoding and training)")
     item_pooling: Literal["layers", "mean", "last", "item_token"] = Field(
@@ -444,6 +450,10 @@ class FinetuneConfig(Section):
     def seeds_of(self, variant: str, default: list[int]) -> list[int]:
         """The fine-tuning seeds of `variant`: its own (variant_seeds) or `default` (evaluate.seeds)."""
         return self.variant_seeds.get(variant, default)
+
+    def epoch_cap(self, llm_trains: bool) -> int:
+        """Epochs a training phase may run: llm_max_epochs (if set) while the item LLM trains."""
+        return (self.llm_max_epochs or self.max_epochs) if llm_trains else self.max_epochs
 
     def variant_mode(self, variant: str) -> str | None:
         """The encoder mode of an LLM recommender variant (None for the others)."""

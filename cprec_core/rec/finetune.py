@@ -190,6 +190,7 @@ def finetune_variant(
         "best_epoch": None,
         "epochs_run": 0,
         "max_epochs": fcfg.max_epochs,
+        "llm_max_epochs": fcfg.llm_max_epochs,
         "seconds_per_epoch": None,
         "trainable_params": 0,
     }
