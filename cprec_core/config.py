@@ -544,6 +544,16 @@ class OrchestrationConfig(Section):
     result_storage: str | None = Field(
         None, description="a saved Prefect storage block slug, e.g. 's3-bucket/cprec'; None = run root"
     )
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="how ingest's per-domain tasks run: threads of the flow's process, or a Dask "
+        "cluster (prefect-dask): the one at dask_address, else a LocalCluster of `workers` processes. "
+        "The run root must be on storage every Dask worker mounts",
+    )
+    workers: int = Field(1, ge=1, description="threads, or LocalCluster worker processes, for those tasks")
+    dask_address: str | None = Field(
+        None, description="scheduler address of an existing Dask cluster, e.g. tcp://10.0.0.5:8786"
+    )
 
 
 def base_model_setting(model: ModelConfig, key: str) -> int | None:

@@ -14,13 +14,20 @@ fails loudly ("no _manifest.json ... rerun its stage") until ingest succeeds. An
 (a bad layout, a missing column, an unreadable Parquet file) writes nothing: every artifact stays
 as the last successful ingest left it, bronze and quarantine still consistent with each other.
 
+Each domain is read by `ingest_domain` into its own staging partitions (under the run root's
+scratch space, which every machine of a cluster sees), and `run_ingest` commits them: bronze and
+quarantine are partitioned by domain, so committing moves a domain's files, never rewrites rows.
+`run_ingest` maps `ingest_domain` over the domains through `map_domains`: in-process by default,
+over a Prefect task runner (threads, or a Dask cluster) from tasks/ingest.py; the files are the same.
+
 Incremental refresh (`domains=[...]`): only those domains are read again; the other domains'
-bronze partitions, quarantine rows and reconciliation entries are copied from the current
+bronze and quarantine partitions and reconciliation entries are linked from the current
 artifacts into the new ones, which replace the old atomically.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -29,17 +36,23 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
-from cprec_core.artifacts import ArtifactError, DatasetWriter, config_hash, parquet_files, read_manifest
+from cprec_core.artifacts import (
+    ArtifactError,
+    DatasetWriter,
+    atomic_dir,
+    config_hash,
+    finish_manifest,
+    read_manifest,
+)
 from cprec_core.config import Config, IngestConfig, SourceConfig, check_domain_name
 from cprec_core.ingest import amazon2014, amazon2023, generic, recbole
-from cprec_core.ingest.common import FileReport, IngestError, RawFile, ingest_file
+from cprec_core.ingest.common import FileReport, IngestError, RawFile, ingest_file, printable
 from cprec_core.ingest.synth import ensure_synthetic
 from cprec_core.locks import holds_run_lock
+from cprec_core.paths import scratch_dir
 from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE, Artifact
 
 READERS: dict[str, Callable[[SourceConfig, IngestConfig], list[RawFile]]] = {
@@ -89,15 +102,6 @@ def no_raw_files(cfg: IngestConfig) -> IngestError:
     )
 
 
-def _keep_old(artifact: Artifact, root: Path, drop: set[str], writer: DatasetWriter, batch_rows: int) -> None:
-    """Copy the rows of `artifact` whose domain is not in `drop` into `writer`."""
-    for f in parquet_files(artifact, root):
-        pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=batch_rows):
-            keep = pc.invert(pc.is_in(batch.column("domain"), value_set=pa.array(sorted(drop), pa.string())))
-            writer.write(batch.filter(keep))
-
-
 def _previous(root: Path, refreshed: set[str], cfg: IngestConfig) -> list[dict[str, Any]]:
     """Reconciliation entries of the domains a refresh keeps; checks the bronze is compatible."""
     try:
@@ -112,6 +116,13 @@ def _previous(root: Path, refreshed: set[str], cfg: IngestConfig) -> list[dict[s
         raise IngestError(
             f"{BRONZE_INTERACTIONS.path(root)} was written with another schema (an older cprec: e.g. "
             "without source_line): run a full ingest (domains=None) before refreshing single domains"
+        )
+    quarantine = read_manifest(QUARANTINE, root)
+    parquet = [f for f in quarantine.files if f.endswith(".parquet")]
+    if quarantine.rows and any(not f.startswith("domain=") for f in parquet):
+        raise IngestError(
+            f"{QUARANTINE.path(root)} is one unpartitioned file (an older cprec): run a full ingest "
+            "(domains=None) before refreshing single domains"
         )
     if manifest.extra.get("validity") != validity(cfg):
         raise IngestError(
@@ -149,8 +160,79 @@ def _too_bad(reports: list[FileReport], limit: float) -> FileReport | None:
     return max(over, key=lambda r: (r.bad_fraction, r.quarantined)) if over else None
 
 
+DomainMap = Callable[[Callable[[str], list[dict[str, Any]]], list[str]], list[list[dict[str, Any]]]]
+"""How run_ingest runs `ingest_domain` over the domains: (function of one domain, domains) → its
+results in the same order."""
+
+
+def in_process(fn: Callable[[str], list[dict[str, Any]]], domains: list[str]) -> list[list[dict[str, Any]]]:
+    """The default DomainMap: one domain after the other, in this process."""
+    return [fn(domain) for domain in domains]
+
+
+def ingest_domain(cfg: Config, staging: Path, domain: str, progress: bool = False) -> list[dict[str, Any]]:
+    """Read one domain's raw files into bronze and quarantine partitions under `staging/<domain>`;
+    return their reconciliation (one dict per file, as FileReport). Runs wherever the task runner
+    puts it: it needs the raw files and the staging directory, nothing else."""
+    icfg, chash, part_root = cfg.ingest, config_hash(cfg.ingest), staging / domain
+    reports: list[FileReport] = []
+    with (
+        DatasetWriter(QUARANTINE, part_root, chash) as quarantine,
+        DatasetWriter(BRONZE_INTERACTIONS, part_root, chash) as inter,
+        DatasetWriter(BRONZE_ITEMS, part_root, chash) as items,
+        Progress(disable=not progress, transient=True) as bar,
+    ):
+        writers = {"interactions": inter, "items": items}
+        for f in discover_all(icfg, [domain]):
+            task = bar.add_task(f"ingest {f.path.name}", total=None)
+            advance = partial(bar.advance, task)
+            reports.append(ingest_file(f, icfg, writers[f.table].write, quarantine.write, advance))
+            bar.remove_task(task)
+    return [asdict(r) for r in reports]
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Files of an artifact are never rewritten in place: a hard link is a safe, free copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _commit(
+    artifact: Artifact,
+    root: Path,
+    staging: Path,
+    read: list[str],
+    keep_others: bool,
+    chash: str,
+    extra: dict[str, Any],
+) -> None:
+    """Write `artifact` from the staged partitions of the domains in `read` and, with `keep_others`
+    (a refresh), the current artifact's partitions of every other domain (atomically, with its
+    manifest)."""
+    col, final = artifact.partition, artifact.path(root)
+    assert col is not None
+    kept = final.glob(f"{col}=*") if keep_others else []
+    parts = {p.name: p for p in kept if p.name.split("=", 1)[1] not in read}
+    parts.update({p.name: p for d in read for p in artifact.path(staging / d).glob(f"{col}={d}")})
+    rows = 0
+    with atomic_dir(final) as tmp:
+        for name, src in sorted(parts.items()):
+            shutil.copytree(src, tmp / name, copy_function=_link_or_copy)
+            rows += sum(pq.ParquetFile(f).metadata.num_rows for f in sorted((tmp / name).glob("*.parquet")))
+        if not parts:  # an empty artifact still has a (zero-row) file and schema
+            pq.write_table(artifact.schema.empty_table(), tmp / "part-0.parquet")
+        finish_manifest(tmp, artifact.name, rows, artifact.schema, chash, extra)
+
+
 @holds_run_lock
-def run_ingest(cfg: Config, progress: bool = False, domains: list[str] | None = None) -> dict[str, Any]:
+def run_ingest(
+    cfg: Config,
+    progress: bool = False,
+    domains: list[str] | None = None,
+    map_domains: DomainMap = in_process,
+) -> dict[str, Any]:
     """Ingest every source of `cfg.ingest` (or only `domains`) into bronze + quarantine under cfg.root.
 
     Returns {"domains": {d: {interactions, items, quarantined}}, "rows_in", "kept", "quarantined",
@@ -165,41 +247,24 @@ def run_ingest(cfg: Config, progress: bool = False, domains: list[str] | None = 
         except ValueError as e:
             raise IngestError(str(e)) from None
     files = discover_all(icfg, domains)
-    refreshed = sorted({f.domain for f in files})
-    kept_old = _previous(root, set(refreshed), icfg) if domains is not None else []
+    read = list(dict.fromkeys(f.domain for f in files))
+    kept_old = _previous(root, set(read), icfg) if domains is not None else []
     chash = config_hash(icfg)
-
-    reports: list[FileReport] = []
-    failure: FileReport | None = None
-    quarantine = DatasetWriter(QUARANTINE, root, chash)
-    with quarantine, Progress(disable=not progress, transient=True) as bar:
-        try:
-            with (
-                DatasetWriter(BRONZE_INTERACTIONS, root, chash) as inter,
-                DatasetWriter(BRONZE_ITEMS, root, chash) as items,
-            ):
-                writers = {"interactions": inter, "items": items}
-                if domains is not None:
-                    for artifact, w in (
-                        (BRONZE_INTERACTIONS, inter),
-                        (BRONZE_ITEMS, items),
-                        (QUARANTINE, quarantine),
-                    ):
-                        _keep_old(artifact, root, set(refreshed), w, icfg.batch_rows)
-                for f in files:
-                    task = bar.add_task(f"ingest {f.path.name}", total=None)
-                    advance = partial(bar.advance, task)
-                    reports.append(ingest_file(f, icfg, writers[f.table].write, quarantine.write, advance))
-                    bar.remove_task(task)
-                summary = _summary([*kept_old, *(asdict(r) for r in reports)])
-                failure = _too_bad(reports, icfg.max_bad_fraction)
-                if failure is not None:
-                    raise _Rejected  # discards the new bronze; the quarantine is still written below
-                for w in (inter, items):
-                    w.extra.update(files=summary["files"], validity=validity(icfg))
-        except _Rejected:
-            pass
-        quarantine.extra.update(files=summary["files"], failed=failure is not None)
+    staging = scratch_dir(root) / f"ingest-{uuid.uuid4().hex[:8]}"
+    try:
+        per_domain = map_domains(partial(ingest_domain, cfg, staging, progress=progress), read)
+        order = {(printable(str(f.path)), f.table): i for i, f in enumerate(files)}
+        new = sorted((r for rs in per_domain for r in rs), key=lambda r: order[r["source_file"], r["table"]])
+        summary = _summary([*kept_old, *new])
+        failure = _too_bad([FileReport(**r) for r in new], icfg.max_bad_fraction)
+        if failure is None:
+            for artifact in (BRONZE_INTERACTIONS, BRONZE_ITEMS):
+                extra = {"files": summary["files"], "validity": validity(icfg)}
+                _commit(artifact, root, staging, read, domains is not None, chash, extra)
+        extra = {"files": summary["files"], "failed": failure is not None}
+        _commit(QUARANTINE, root, staging, read, domains is not None, chash, extra)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
     if failure is not None:
         for artifact in (BRONZE_INTERACTIONS, BRONZE_ITEMS):
@@ -209,12 +274,8 @@ def run_ingest(cfg: Config, progress: bool = False, domains: list[str] | None = 
             f"({failure.bad_fraction:.1%}) quarantined > ingest.max_bad_fraction={icfg.max_bad_fraction}; "
             f"reasons in {QUARANTINE.path(root)}; bronze removed until a clean ingest"
         )
-    summary["refreshed"] = refreshed
+    summary["refreshed"] = sorted(read)
     summary["fingerprints"] = {
         a.name: read_manifest(a, root).fingerprint for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE)
     }
     return summary
-
-
-class _Rejected(Exception):
-    """Internal: abandon the bronze writers (their temp dirs are discarded) but keep the quarantine."""
