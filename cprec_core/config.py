@@ -647,6 +647,21 @@ class Config(Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _dask_cluster_needs_shared_paths(self) -> Config:
+        if self.orchestration.task_runner != "dask" or not self.orchestration.dask_address:
+            return self
+        paths = [("paths.root", self.paths.root)]
+        paths += [(f"ingest.sources[{i}].path", s.path) for i, s in enumerate(self.ingest.sources)]
+        for key, path in paths:
+            if not Path(path).is_absolute():
+                raise ValueError(
+                    f"{key}={str(path)!r} is relative, but orchestration.dask_address is set: a Dask "
+                    "worker would resolve it against its own working directory; give an absolute path "
+                    "that every worker mounts"
+                )
+        return self
+
     @property
     def root(self) -> Path:
         return self.paths.root

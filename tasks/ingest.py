@@ -8,6 +8,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.futures import wait
 
 from cprec_core.config import Config
 from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS
@@ -26,6 +27,7 @@ def on_task_runner(cfg: Config):
     def run(read: Callable[[str], list[dict[str, Any]]], domains: list[str]) -> list[list[dict[str, Any]]]:
         with task_runner(cfg.orchestration) as runner:
             futures = [runner.submit(ingest_domain, {"read": read, "domain": d}) for d in domains]
+            wait(futures)  # all of them ended before any error is raised: nothing still writes
             return [f.result() for f in futures]
 
     return run
@@ -37,7 +39,11 @@ def ingest(cfg: Config, key: str, domains: list[str] | None = None) -> dict[str,
     from cprec_core.ingest.run import run_ingest
 
     with stage_run("ingest", cfg, key) as run:
-        summary = run_ingest(cfg, domains=domains, progress=run.progress, map_domains=on_task_runner(cfg))
+        orch = cfg.orchestration
+        one_at_a_time = orch.task_runner == "threads" and orch.workers == 1  # one progress bar at a time
+        summary = run_ingest(
+            cfg, domains=domains, progress=run.progress and one_at_a_time, map_domains=on_task_runner(cfg)
+        )
         run.validate(BRONZE_INTERACTIONS)
         run.validate(BRONZE_ITEMS)
         run.publish("ingest-counts", markdown_table(summary.get("files", [])), "rows in = kept + quarantined")

@@ -21,12 +21,14 @@ quarantine are partitioned by domain, so committing moves a domain's files, neve
 over a Prefect task runner (threads, or a Dask cluster) from tasks/ingest.py; the files are the same.
 
 Incremental refresh (`domains=[...]`): only those domains are read again; the other domains'
-bronze and quarantine partitions and reconciliation entries are linked from the current
-artifacts into the new ones, which replace the old atomically.
+bronze and quarantine partitions (the files their manifests list) and reconciliation entries are
+linked from the current artifacts into the new ones. Every new artifact is complete, manifest
+included, before the first one replaces its predecessor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -191,39 +193,69 @@ def ingest_domain(cfg: Config, staging: Path, domain: str, progress: bool = Fals
     return [asdict(r) for r in reports]
 
 
-def _link_or_copy(src: str, dst: str) -> None:
+def _link_or_copy(src: Path, dst: Path) -> None:
     """Files of an artifact are never rewritten in place: a hard link is a safe, free copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
 
 
-def _commit(
+def _listed(artifact: Artifact, root: Path) -> dict[str, Path]:
+    """The Parquet files an artifact's manifest lists (never a stray file beside them), by path."""
+    directory = artifact.path(root)
+    return {rel: directory / rel for rel in read_manifest(artifact, root).files if rel.endswith(".parquet")}
+
+
+def _fill(
+    tmp: Path,
     artifact: Artifact,
     root: Path,
     staging: Path,
-    read: list[str],
+    staged_rows: dict[str, int],
     keep_others: bool,
-    chash: str,
-    extra: dict[str, Any],
-) -> None:
-    """Write `artifact` from the staged partitions of the domains in `read` and, with `keep_others`
-    (a refresh), the current artifact's partitions of every other domain (atomically, with its
-    manifest)."""
-    col, final = artifact.partition, artifact.path(root)
-    assert col is not None
-    kept = final.glob(f"{col}=*") if keep_others else []
-    parts = {p.name: p for p in kept if p.name.split("=", 1)[1] not in read}
-    parts.update({p.name: p for d in read for p in artifact.path(staging / d).glob(f"{col}={d}")})
+) -> int:
+    """Put into `tmp` the staged partitions of the domains in `staged_rows` (each checked to hold the
+    rows its files reported) and, with `keep_others` (a refresh), the current artifact's partitions
+    of every other domain; return the row count."""
+    col = artifact.partition
+    files: dict[str, Path] = {}
+    if keep_others:
+        current = _listed(artifact, root).items()
+        files |= {rel: p for rel, p in current if rel.split("/")[0].split("=", 1)[1] not in staged_rows}
+    for domain, expected in staged_rows.items():
+        try:
+            staged = read_manifest(artifact, staging / domain)
+        except ArtifactError as e:
+            raise IngestError(
+                f"domain {domain}: nothing staged for {artifact.name} ({e}); with a Dask cluster, every "
+                "worker must see the run root at the same path"
+            ) from None
+        if staged.rows != expected:
+            raise IngestError(
+                f"domain {domain}: {staged.rows} {artifact.name} rows staged, its files reported {expected}"
+            )
+        files |= {
+            rel: p for rel, p in _listed(artifact, staging / domain).items() if rel.startswith(f"{col}=")
+        }
     rows = 0
-    with atomic_dir(final) as tmp:
-        for name, src in sorted(parts.items()):
-            shutil.copytree(src, tmp / name, copy_function=_link_or_copy)
-            rows += sum(pq.ParquetFile(f).metadata.num_rows for f in sorted((tmp / name).glob("*.parquet")))
-        if not parts:  # an empty artifact still has a (zero-row) file and schema
-            pq.write_table(artifact.schema.empty_table(), tmp / "part-0.parquet")
-        finish_manifest(tmp, artifact.name, rows, artifact.schema, chash, extra)
+    for rel, src in sorted(files.items()):
+        _link_or_copy(src, tmp / rel)
+        rows += pq.ParquetFile(tmp / rel).metadata.num_rows
+    if not files:  # an empty artifact still has a (zero-row) file and schema
+        pq.write_table(artifact.schema.empty_table(), tmp / "part-0.parquet")
+    return rows
+
+
+def _staged_rows(reports: list[dict[str, Any]], domains: list[str]) -> dict[str, dict[str, int]]:
+    """artifact name → domain → the rows its files' reconciliation says it staged."""
+    count = {a.name: dict.fromkeys(domains, 0) for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE)}
+    for r in reports:
+        table = BRONZE_INTERACTIONS if r["table"] == "interactions" else BRONZE_ITEMS
+        count[table.name][r["domain"]] += r["kept"]
+        count[QUARANTINE.name][r["domain"]] += r["quarantined"]
+    return count
 
 
 @holds_run_lock
@@ -254,15 +286,24 @@ def run_ingest(
     try:
         per_domain = map_domains(partial(ingest_domain, cfg, staging, progress=progress), read)
         order = {(printable(str(f.path)), f.table): i for i, f in enumerate(files)}
-        new = sorted((r for rs in per_domain for r in rs), key=lambda r: order[r["source_file"], r["table"]])
+        new = [r for rs in per_domain for r in rs]
+        if any((r["source_file"], r["table"]) not in order for r in new):
+            raise IngestError(
+                f"raw files under {[str(s.path) for s in icfg.sources]} changed while ingest ran"
+            )
+        new.sort(key=lambda r: order[r["source_file"], r["table"]])  # the sources' order
         summary = _summary([*kept_old, *new])
         failure = _too_bad([FileReport(**r) for r in new], icfg.max_bad_fraction)
+        commits = [(QUARANTINE, {"files": summary["files"], "failed": failure is not None})]
         if failure is None:
-            for artifact in (BRONZE_INTERACTIONS, BRONZE_ITEMS):
-                extra = {"files": summary["files"], "validity": validity(icfg)}
-                _commit(artifact, root, staging, read, domains is not None, chash, extra)
-        extra = {"files": summary["files"], "failed": failure is not None}
-        _commit(QUARANTINE, root, staging, read, domains is not None, chash, extra)
+            bronze = {"files": summary["files"], "validity": validity(icfg)}
+            commits = [(BRONZE_INTERACTIONS, bronze), (BRONZE_ITEMS, bronze), *commits]
+        staged = _staged_rows(new, read)
+        with contextlib.ExitStack() as swaps:  # every new artifact complete before the first swap
+            for artifact, extra in commits:
+                tmp = swaps.enter_context(atomic_dir(artifact.path(root)))
+                rows = _fill(tmp, artifact, root, staging, staged[artifact.name], domains is not None)
+                finish_manifest(tmp, artifact.name, rows, artifact.schema, chash, extra)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

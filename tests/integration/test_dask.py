@@ -57,9 +57,10 @@ def test_data_stages_on_a_dask_local_cluster_equal_the_in_process_run(
     generate_synthetic(
         synth.model_copy(update={"out_dir": tmp_path / "raw", "domains": ["Books", "Home", "Toys"]})
     )
-    in_process = run_data_stages(tmp_path, "threads", [])
+    in_process = run_data_stages(tmp_path, "one", [])
+    on_threads = run_data_stages(tmp_path, "threads", ["orchestration.workers=2"])
     on_dask = run_data_stages(tmp_path, "dask", ["orchestration.task_runner=dask", "orchestration.workers=2"])
-    assert on_dask == in_process
+    assert on_threads == in_process and on_dask == in_process
 
     with get_client(sync_client=True) as client:
         names = TaskRunFilterName(like_="ingest-")
@@ -67,4 +68,4 @@ def test_data_stages_on_a_dask_local_cluster_equal_the_in_process_run(
     names = [f"ingest-{d}" for d in DOMAINS]
     domain_runs = sorted(r.name for r in runs if r.name in names and r.state and r.state.is_completed())
     # one task run a domain on each runner, all reported to this run's Prefect API
-    assert domain_runs == sorted(2 * names)
+    assert domain_runs == sorted(3 * names)

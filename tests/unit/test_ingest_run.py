@@ -215,3 +215,36 @@ def test_refresh_refuses_a_quarantine_of_one_unpartitioned_file(tmp_path: Path) 
     with pytest.raises(IngestError, match="one unpartitioned file .* run a full ingest"):
         run_ingest(cfg, domains=["Toys"])
     assert run_ingest(cfg)["quarantined"] == 1  # a full ingest rewrites it per domain
+
+
+def test_a_refresh_keeps_only_the_files_a_manifest_lists(tmp_path: Path) -> None:
+    import shutil
+
+    _write_raw(tmp_path / "raw")
+    cfg = _cfg(tmp_path)
+    run_ingest(cfg)
+    books = BRONZE_INTERACTIONS.path(cfg.root) / "domain=Books"
+    shutil.copy(books / "part-0.parquet", books / "part-9.parquet")  # a stray file, in no manifest
+    out = run_ingest(cfg, domains=["Toys"])
+    assert out["domains"]["Books"]["interactions"] == 3
+    assert sorted(read_manifest(BRONZE_INTERACTIONS, cfg.root).files) == [
+        "domain=Books/part-0.parquet",
+        "domain=Toys/part-0.parquet",
+    ]
+    assert sum(r["domain"] == "Books" for r in read_table(BRONZE_INTERACTIONS, cfg.root).to_pylist()) == 3
+
+
+def test_a_worker_that_staged_elsewhere_fails_the_ingest_in_one_line(tmp_path: Path) -> None:
+    _write_raw(tmp_path / "raw")
+    cfg = _cfg(tmp_path)
+
+    def on_another_disk(read, domains):  # a Dask worker that does not mount the run root
+        cfg_, _staging = read.args
+        return [read.func(cfg_, tmp_path / "elsewhere", d) for d in domains]
+
+    with pytest.raises(
+        IngestError, match="domain Books: nothing staged for bronze.interactions .* same path"
+    ):
+        run_ingest(cfg, map_domains=on_another_disk)
+    with pytest.raises(ArtifactError):
+        read_manifest(BRONZE_INTERACTIONS, cfg.root)  # nothing was published
