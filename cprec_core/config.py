@@ -554,6 +554,16 @@ class OrchestrationConfig(Section):
     result_storage: str | None = Field(
         None, description="a saved Prefect storage block slug, e.g. 's3-bucket/cprec'; None = run root"
     )
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="how ingest's per-domain tasks run: threads of the flow's process, or a Dask "
+        "cluster (prefect-dask): the one at dask_address, else a LocalCluster of `workers` processes. "
+        "The run root must be on storage every Dask worker mounts",
+    )
+    workers: int = Field(1, ge=1, description="threads, or LocalCluster worker processes, for those tasks")
+    dask_address: str | None = Field(
+        None, description="scheduler address of an existing Dask cluster, e.g. tcp://10.0.0.5:8786"
+    )
 
 
 def base_model_setting(model: ModelConfig, key: str) -> int | None:
@@ -644,6 +654,21 @@ class Config(Section):
                     f"{key}={str(path)!r} is relative, but orchestration.gpu_pool is set: a GPU node "
                     "would resolve it against its own working directory; give an absolute path on the "
                     "volume every node shares"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _dask_cluster_needs_shared_paths(self) -> Config:
+        if self.orchestration.task_runner != "dask" or not self.orchestration.dask_address:
+            return self
+        paths = [("paths.root", self.paths.root)]
+        paths += [(f"ingest.sources[{i}].path", s.path) for i, s in enumerate(self.ingest.sources)]
+        for key, path in paths:
+            if not Path(path).is_absolute():
+                raise ValueError(
+                    f"{key}={str(path)!r} is relative, but orchestration.dask_address is set: a Dask "
+                    "worker would resolve it against its own working directory; give an absolute path "
+                    "that every worker mounts"
                 )
         return self
 
