@@ -201,6 +201,8 @@ def test_finetune_run_selects_on_valid_then_runs_every_seed_with_the_choice(
     assert sorted((r["variant"], r["seed"]) for r in listed["runs"]) == sorted(
         (r["variant"], r["seed"]) for r in out["runs"]
     )
+    # what evaluate reads names the choice each kept run was trained with (the report's column)
+    assert all(r["choice"] == record["chosen"] for r in listed["runs"] if r["variant"] == "cpt-top")
     assert finetune_run(cfg, cpt, base)["trained"] == 0
 
 
