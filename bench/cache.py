@@ -4,11 +4,11 @@ In one process with its own PREFECT_HOME (ephemeral API, started by a warm-up fl
 timed), on synthetic Amazon-2023 files of 7 domains:
   cold      `cprec(config, stages="ingest,behaviors,corpus")` on an empty run root;
   rerun     the same call again, nothing changed (every stage a cache hit);
-  refresh0  `cprec(config, refresh=True)` right after: a no-op (the cold run recorded the raw
-            fingerprints);
-  refresh1  one domain's raw files replaced by a new log drop, then `cprec(config, refresh=True)`:
+  refresh0  `corpus_refresh(config)` (the cprec-refresh flow) right after: a no-op (the cold run
+            recorded the raw fingerprints);
+  refresh1  one domain's raw files replaced by a new log drop, then `corpus_refresh(config)`:
             only that domain is re-ingested; behaviors and corpus are rebuilt.
-Per-stage seconds come from wrapping flows.cprec.run_stage (the function both paths call).
+Per-stage seconds come from wrapping flows.cprec.run_stage (the function both flows call).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def run_flows(work: str, n: int) -> dict[str, Any]:
     import flows.cprec as fc
     from cprec_core.config import load_config
     from cprec_core.ingest.synth import generate_synthetic
+    from flows.refresh import corpus_refresh
 
     work_dir = Path(work)
     raw, root = work_dir / "raw", work_dir / "root"
@@ -62,22 +63,22 @@ def run_flows(work: str, n: int) -> dict[str, Any]:
     warm_up()  # starts the ephemeral Prefect API: not part of any timing
     runs: dict[str, Any] = {}
 
-    def timed(name: str, **kwargs: Any) -> dict[str, Any]:
+    def timed(name: str, run: Any = fc.cprec, **kwargs: Any) -> dict[str, Any]:
         stage_s.clear()
         t0 = time.perf_counter()
-        out = fc.cprec(config=config, **kwargs)
+        out = run(config=config, **kwargs)
         runs[name] = {"seconds": time.perf_counter() - t0, "stage_seconds": dict(stage_s)}
         return out
 
     cold = timed("cold", stages="ingest,behaviors,corpus")
     timed("rerun", stages="ingest,behaviors,corpus")
-    timed("refresh0", refresh=True)
+    timed("refresh0", corpus_refresh)
     per_domain = cold["ingest"]["domains"]
     staging = work_dir / "staging"
     generate_synthetic(_synth(staging, per_domain[CHANGED]["interactions"], [CHANGED], 1))
     for f in staging.iterdir():
         shutil.move(str(f), raw / f.name)  # a new log drop of one domain replaces its files
-    out = timed("refresh1", refresh=True)
+    out = timed("refresh1", corpus_refresh)
     total = sum(d["interactions"] for d in per_domain.values())
     return {
         "seconds": runs["cold"]["seconds"],

@@ -423,7 +423,13 @@ class FinetuneConfig(Section):
     )
     num_negatives: int = Field(64, ge=0, description="sampled negatives beside in-batch ones")
     temperature: float = Field(0.07, gt=0)
-    max_epochs: int = Field(30, ge=1)
+    max_epochs: int = Field(30, ge=1, description="epochs of each training phase, at most")
+    llm_max_epochs: int | None = Field(
+        None,
+        ge=1,
+        description="epochs, at most, of the phase in which the item LLM trains (None = max_epochs): a "
+        "CPU budget for a real LLM's costly epochs; a run it stops at its best epoch is reported cut short",
+    )
     patience: int = Field(3, ge=1, description="early stopping on valid NDCG@10")
     embed_batch_size: int = Field(64, ge=1, description="items per LLM forward (encoding and training)")
     item_pooling: Literal["layers", "mean", "last", "item_token"] = Field(
@@ -444,6 +450,10 @@ class FinetuneConfig(Section):
     def seeds_of(self, variant: str, default: list[int]) -> list[int]:
         """The fine-tuning seeds of `variant`: its own (variant_seeds) or `default` (evaluate.seeds)."""
         return self.variant_seeds.get(variant, default)
+
+    def epoch_cap(self, llm_trains: bool) -> int:
+        """Epochs a training phase may run: llm_max_epochs (if set) while the item LLM trains."""
+        return (self.llm_max_epochs or self.max_epochs) if llm_trains else self.max_epochs
 
     def variant_mode(self, variant: str) -> str | None:
         """The encoder mode of an LLM recommender variant (None for the others)."""
@@ -544,6 +554,16 @@ class OrchestrationConfig(Section):
     result_storage: str | None = Field(
         None, description="a saved Prefect storage block slug, e.g. 's3-bucket/cprec'; None = run root"
     )
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="how ingest's per-domain tasks run: threads of the flow's process, or a Dask "
+        "cluster (prefect-dask): the one at dask_address, else a LocalCluster of `workers` processes. "
+        "The run root must be on storage every Dask worker mounts",
+    )
+    workers: int = Field(1, ge=1, description="threads, or LocalCluster worker processes, for those tasks")
+    dask_address: str | None = Field(
+        None, description="scheduler address of an existing Dask cluster, e.g. tcp://10.0.0.5:8786"
+    )
 
 
 def base_model_setting(model: ModelConfig, key: str) -> int | None:
@@ -634,6 +654,21 @@ class Config(Section):
                     f"{key}={str(path)!r} is relative, but orchestration.gpu_pool is set: a GPU node "
                     "would resolve it against its own working directory; give an absolute path on the "
                     "volume every node shares"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _dask_cluster_needs_shared_paths(self) -> Config:
+        if self.orchestration.task_runner != "dask" or not self.orchestration.dask_address:
+            return self
+        paths = [("paths.root", self.paths.root)]
+        paths += [(f"ingest.sources[{i}].path", s.path) for i, s in enumerate(self.ingest.sources)]
+        for key, path in paths:
+            if not Path(path).is_absolute():
+                raise ValueError(
+                    f"{key}={str(path)!r} is relative, but orchestration.dask_address is set: a Dask "
+                    "worker would resolve it against its own working directory; give an absolute path "
+                    "that every worker mounts"
                 )
         return self
 

@@ -337,7 +337,8 @@ def render_report(
         f"- {len(ev.seeds)} seed(s) {ev.seeds}; tables show mean ± sample standard deviation over seeds.",
         f"- Trained variants train to patience: stopped after {ft.patience} epochs without a better "
         "validation "
-        f"NDCG@10, at most {ft.max_epochs} epochs. "
+        f"NDCG@10, at most {ft.max_epochs} epochs"
+        + (f" ({ft.llm_max_epochs} while the item LLM trains). " if ft.llm_max_epochs else ". ")
         + (
             f"**{len(short)} run(s) peaked at the cap (cut short, not trained out):** "
             + ", ".join(f"{r['variant']} seed {r['seed']} ({r['domain']})" for r in short)

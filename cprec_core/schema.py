@@ -99,6 +99,7 @@ QUARANTINE = Artifact(
     QUARANTINE_SCHEMA,
     "one row per rejected raw row",
     ("source_file", "line"),
+    partition="domain",
 )
 
 SILVER_ITEMS = Artifact(

@@ -373,11 +373,11 @@ def base_model(
 @app.command()
 def refresh(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Re-ingest only changed raw domain files and rebuild the corpus (no-op when nothing changed)."""
-    from flows.cprec import cprec
+    from flows.refresh import corpus_refresh
 
     _load(config, overrides)
     try:
-        result = cprec(config=str(config) if config else None, overrides=overrides or [], refresh=True)
+        result = corpus_refresh(config=str(config) if config else None, overrides=overrides or [])
     except _user_errors() as e:
         _fail(str(e))
     print(json.dumps({"status": result["status"], "changed_domains": result["changed_domains"]}))

@@ -21,7 +21,6 @@ from cprec_core.errors import UserError
 from cprec_core.paths import state_dir
 from cprec_core.refresh import domain_fingerprints, save_fingerprints
 from cprec_core.stages import REFRESHED, STAGES, gpu_deployment, outputs_match, parse_stages, stage_key
-from flows.refresh import run_refresh
 
 # each stage's task: tasks/<stage>.py defines a task of the stage's name (the registry's convention)
 TASKS = {stage: getattr(importlib.import_module(f"tasks.{stage}"), stage) for stage in STAGES}
@@ -64,16 +63,14 @@ def cprec(
     config: str | dict[str, Any] | None = None,
     stages: list[str] | str = "all",
     overrides: list[str] | None = None,
-    refresh: bool = False,
     parent_code_version: str | None = None,
 ) -> dict[str, Any]:
     """Run the selected stages in order; each is a cached, validated task.
 
     config: YAML path or mapping (default: built-in defaults); stages: 'all', 'a,b' or a list;
-    overrides: dotted `key=value` strings applied on top of the config; refresh: instead of
-    `stages`, re-ingest only changed raw domains and rebuild the corpus (flows/refresh.py);
-    parent_code_version: set by a parent that hands this run its GPU stages: the run refuses to
-    start on other code.
+    overrides: dotted `key=value` strings applied on top of the config (the refresh is its own flow,
+    flows/refresh.py); parent_code_version: set by a parent that hands this run its GPU stages: the
+    run refuses to start on other code.
     """
     if parent_code_version is not None and parent_code_version != code_version():
         raise CodeVersionMismatch(
@@ -81,8 +78,6 @@ def cprec(
             "deploy the same commit on every node"
         )
     cfg = resolve_config(config, overrides)
-    if refresh:
-        return run_refresh(cfg, run_stage)
     logger = get_run_logger()
     selected = parse_stages(stages)
     logger.info("run %s: stages %s, root %s", cfg.name, ", ".join(selected), Path(cfg.root).resolve())

@@ -1,15 +1,17 @@
-"""Incremental corpus refresh, run by the `cprec` flow with `refresh=True` (deployment
-`cprec/corpus-refresh`, on a schedule): re-ingest only changed domains, rebuild the joins and the
-corpus, and emit `cprec.corpus.updated` so that a deployment trigger can start CPT.
+"""The `cprec-refresh` flow, incremental corpus refresh (deployment `cprec-refresh/corpus-refresh`,
+hourly and when logs arrive; `cprec refresh`): re-ingest only changed domains, rebuild the joins and
+the corpus through the same stage tasks and caches as the `cprec` flow, and emit
+`cprec.corpus.updated` so that a deployment trigger can start CPT.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger
+from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+import flows.cprec as pipeline  # its run_stage, looked up at call time: one stage runner for both flows
 from cprec_core.config import Config
 from cprec_core.refresh import RefreshBusy, changed_domains, ingest_scope, refresh_lock, save_fingerprints
 from cprec_core.stages import REFRESHED
@@ -25,8 +27,19 @@ def notify_logs(path: str, run: str, config: str) -> None:
     emit_event(ARRIVED, resource={"prefect.resource.id": f"cprec.logs.{run}"}, payload=payload)
 
 
-def run_refresh(cfg: Config, run_stage) -> dict[str, Any]:
-    """One refresh: a no-op when no raw file changed; never two at once for the same run root."""
+@flow(name="cprec-refresh", log_prints=True)
+def corpus_refresh(
+    config: str | dict[str, Any] | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """One refresh: a no-op when no raw file changed; never two at once for the same run root.
+
+    config: YAML path or mapping (default: built-in defaults); overrides: dotted `key=value` strings.
+    """
+    return refresh_corpus(pipeline.resolve_config(config, overrides))
+
+
+def refresh_corpus(cfg: Config) -> dict[str, Any]:
+    """The refresh's body: changed domains → their ingest, the other refreshed stages, the event."""
     logger = get_run_logger()
     try:
         with refresh_lock(cfg):
@@ -36,9 +49,9 @@ def run_refresh(cfg: Config, run_stage) -> dict[str, Any]:
                 return {"status": "unchanged", "changed_domains": []}
             logger.info("changed domains: %s", ", ".join(changed))
             # ingest reads only the changed domains; the other refreshed stages rebuild in full
-            results = {"ingest": run_stage("ingest", cfg, domains=ingest_scope(cfg, changed))}
+            results = {"ingest": pipeline.run_stage("ingest", cfg, domains=ingest_scope(cfg, changed))}
             for stage in (s for s in REFRESHED if s != "ingest"):
-                results[stage] = run_stage(stage, cfg)
+                results[stage] = pipeline.run_stage(stage, cfg)
             save_fingerprints(cfg, fingerprints)
     except RefreshBusy as e:
         logger.warning("%s: this run exits without work", e)

@@ -20,8 +20,10 @@ from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_API_URL
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from cprec_core.config import Config
+from cprec_core.config import Config, OrchestrationConfig
 from cprec_core.schema import Artifact
 from cprec_core.stages import record_stage
 from cprec_core.validate import validate_artifact
@@ -40,6 +42,22 @@ def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 def stage_task(name: str) -> Callable[[Callable[..., T]], Task[..., T]]:
     """The Prefect task of a stage: named as the stage, cached under its key, result persisted."""
     return task(name=name, cache_key_fn=stage_cache_key, persist_result=True)
+
+
+def task_runner(orch: OrchestrationConfig) -> TaskRunner:
+    """The Prefect task runner of a stage's fan-out: threads here, or a Dask cluster (an existing one
+    at orchestration.dask_address, else a LocalCluster of orchestration.workers processes)."""
+    if orch.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=orch.workers)
+    from prefect_dask import DaskTaskRunner
+
+    if orch.dask_address:
+        return DaskTaskRunner(address=orch.dask_address)
+    local = {"n_workers": orch.workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    api = PREFECT_API_URL.value()
+    if api:  # the worker processes report their task runs to this run's Prefect API
+        local["env"] = {"PREFECT_API_URL": api}
+    return DaskTaskRunner(cluster_kwargs=local)
 
 
 def suite_params(cfg: Config) -> dict[str, Any]:

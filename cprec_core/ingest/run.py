@@ -14,13 +14,22 @@ fails loudly ("no _manifest.json ... rerun its stage") until ingest succeeds. An
 (a bad layout, a missing column, an unreadable Parquet file) writes nothing: every artifact stays
 as the last successful ingest left it, bronze and quarantine still consistent with each other.
 
+Each domain is read by `ingest_domain` into its own staging partitions (under the run root's
+scratch space, which every machine of a cluster sees), and `run_ingest` commits them: bronze and
+quarantine are partitioned by domain, so committing moves a domain's files, never rewrites rows.
+`run_ingest` maps `ingest_domain` over the domains through `map_domains`: in-process by default,
+over a Prefect task runner (threads, or a Dask cluster) from tasks/ingest.py; the files are the same.
+
 Incremental refresh (`domains=[...]`): only those domains are read again; the other domains'
-bronze partitions, quarantine rows and reconciliation entries are copied from the current
-artifacts into the new ones, which replace the old atomically.
+bronze and quarantine partitions (the files their manifests list) and reconciliation entries are
+linked from the current artifacts into the new ones. Every new artifact is complete, manifest
+included, before the first one replaces its predecessor.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -29,17 +38,23 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
-from cprec_core.artifacts import ArtifactError, DatasetWriter, config_hash, parquet_files, read_manifest
+from cprec_core.artifacts import (
+    ArtifactError,
+    DatasetWriter,
+    atomic_dir,
+    config_hash,
+    finish_manifest,
+    read_manifest,
+)
 from cprec_core.config import Config, IngestConfig, SourceConfig, check_domain_name
 from cprec_core.ingest import amazon2014, amazon2023, generic, recbole
-from cprec_core.ingest.common import FileReport, IngestError, RawFile, ingest_file
+from cprec_core.ingest.common import FileReport, IngestError, RawFile, ingest_file, printable
 from cprec_core.ingest.synth import ensure_synthetic
 from cprec_core.locks import holds_run_lock
+from cprec_core.paths import scratch_dir
 from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE, Artifact
 
 READERS: dict[str, Callable[[SourceConfig, IngestConfig], list[RawFile]]] = {
@@ -89,15 +104,6 @@ def no_raw_files(cfg: IngestConfig) -> IngestError:
     )
 
 
-def _keep_old(artifact: Artifact, root: Path, drop: set[str], writer: DatasetWriter, batch_rows: int) -> None:
-    """Copy the rows of `artifact` whose domain is not in `drop` into `writer`."""
-    for f in parquet_files(artifact, root):
-        pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=batch_rows):
-            keep = pc.invert(pc.is_in(batch.column("domain"), value_set=pa.array(sorted(drop), pa.string())))
-            writer.write(batch.filter(keep))
-
-
 def _previous(root: Path, refreshed: set[str], cfg: IngestConfig) -> list[dict[str, Any]]:
     """Reconciliation entries of the domains a refresh keeps; checks the bronze is compatible."""
     try:
@@ -112,6 +118,13 @@ def _previous(root: Path, refreshed: set[str], cfg: IngestConfig) -> list[dict[s
         raise IngestError(
             f"{BRONZE_INTERACTIONS.path(root)} was written with another schema (an older cprec: e.g. "
             "without source_line): run a full ingest (domains=None) before refreshing single domains"
+        )
+    quarantine = read_manifest(QUARANTINE, root)
+    parquet = [f for f in quarantine.files if f.endswith(".parquet")]
+    if quarantine.rows and any(not f.startswith("domain=") for f in parquet):
+        raise IngestError(
+            f"{QUARANTINE.path(root)} is one unpartitioned file (an older cprec): run a full ingest "
+            "(domains=None) before refreshing single domains"
         )
     if manifest.extra.get("validity") != validity(cfg):
         raise IngestError(
@@ -149,8 +162,109 @@ def _too_bad(reports: list[FileReport], limit: float) -> FileReport | None:
     return max(over, key=lambda r: (r.bad_fraction, r.quarantined)) if over else None
 
 
+DomainMap = Callable[[Callable[[str], list[dict[str, Any]]], list[str]], list[list[dict[str, Any]]]]
+"""How run_ingest runs `ingest_domain` over the domains: (function of one domain, domains) → its
+results in the same order."""
+
+
+def in_process(fn: Callable[[str], list[dict[str, Any]]], domains: list[str]) -> list[list[dict[str, Any]]]:
+    """The default DomainMap: one domain after the other, in this process."""
+    return [fn(domain) for domain in domains]
+
+
+def ingest_domain(cfg: Config, staging: Path, domain: str, progress: bool = False) -> list[dict[str, Any]]:
+    """Read one domain's raw files into bronze and quarantine partitions under `staging/<domain>`;
+    return their reconciliation (one dict per file, as FileReport). Runs wherever the task runner
+    puts it: it needs the raw files and the staging directory, nothing else."""
+    icfg, chash, part_root = cfg.ingest, config_hash(cfg.ingest), staging / domain
+    reports: list[FileReport] = []
+    with (
+        DatasetWriter(QUARANTINE, part_root, chash) as quarantine,
+        DatasetWriter(BRONZE_INTERACTIONS, part_root, chash) as inter,
+        DatasetWriter(BRONZE_ITEMS, part_root, chash) as items,
+        Progress(disable=not progress, transient=True) as bar,
+    ):
+        writers = {"interactions": inter, "items": items}
+        for f in discover_all(icfg, [domain]):
+            task = bar.add_task(f"ingest {f.path.name}", total=None)
+            advance = partial(bar.advance, task)
+            reports.append(ingest_file(f, icfg, writers[f.table].write, quarantine.write, advance))
+            bar.remove_task(task)
+    return [asdict(r) for r in reports]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Files of an artifact are never rewritten in place: a hard link is a safe, free copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _listed(artifact: Artifact, root: Path) -> dict[str, Path]:
+    """The Parquet files an artifact's manifest lists (never a stray file beside them), by path."""
+    directory = artifact.path(root)
+    return {rel: directory / rel for rel in read_manifest(artifact, root).files if rel.endswith(".parquet")}
+
+
+def _fill(
+    tmp: Path,
+    artifact: Artifact,
+    root: Path,
+    staging: Path,
+    staged_rows: dict[str, int],
+    keep_others: bool,
+) -> int:
+    """Put into `tmp` the staged partitions of the domains in `staged_rows` (each checked to hold the
+    rows its files reported) and, with `keep_others` (a refresh), the current artifact's partitions
+    of every other domain; return the row count."""
+    col = artifact.partition
+    files: dict[str, Path] = {}
+    if keep_others:
+        current = _listed(artifact, root).items()
+        files |= {rel: p for rel, p in current if rel.split("/")[0].split("=", 1)[1] not in staged_rows}
+    for domain, expected in staged_rows.items():
+        try:
+            staged = read_manifest(artifact, staging / domain)
+        except ArtifactError as e:
+            raise IngestError(
+                f"domain {domain}: nothing staged for {artifact.name} ({e}); with a Dask cluster, every "
+                "worker must see the run root at the same path"
+            ) from None
+        if staged.rows != expected:
+            raise IngestError(
+                f"domain {domain}: {staged.rows} {artifact.name} rows staged, its files reported {expected}"
+            )
+        files |= {
+            rel: p for rel, p in _listed(artifact, staging / domain).items() if rel.startswith(f"{col}=")
+        }
+    rows = 0
+    for rel, src in sorted(files.items()):
+        _link_or_copy(src, tmp / rel)
+        rows += pq.ParquetFile(tmp / rel).metadata.num_rows
+    if not files:  # an empty artifact still has a (zero-row) file and schema
+        pq.write_table(artifact.schema.empty_table(), tmp / "part-0.parquet")
+    return rows
+
+
+def _staged_rows(reports: list[dict[str, Any]], domains: list[str]) -> dict[str, dict[str, int]]:
+    """artifact name → domain → the rows its files' reconciliation says it staged."""
+    count = {a.name: dict.fromkeys(domains, 0) for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE)}
+    for r in reports:
+        table = BRONZE_INTERACTIONS if r["table"] == "interactions" else BRONZE_ITEMS
+        count[table.name][r["domain"]] += r["kept"]
+        count[QUARANTINE.name][r["domain"]] += r["quarantined"]
+    return count
+
+
 @holds_run_lock
-def run_ingest(cfg: Config, progress: bool = False, domains: list[str] | None = None) -> dict[str, Any]:
+def run_ingest(
+    cfg: Config,
+    progress: bool = False,
+    domains: list[str] | None = None,
+    map_domains: DomainMap = in_process,
+) -> dict[str, Any]:
     """Ingest every source of `cfg.ingest` (or only `domains`) into bronze + quarantine under cfg.root.
 
     Returns {"domains": {d: {interactions, items, quarantined}}, "rows_in", "kept", "quarantined",
@@ -165,41 +279,33 @@ def run_ingest(cfg: Config, progress: bool = False, domains: list[str] | None = 
         except ValueError as e:
             raise IngestError(str(e)) from None
     files = discover_all(icfg, domains)
-    refreshed = sorted({f.domain for f in files})
-    kept_old = _previous(root, set(refreshed), icfg) if domains is not None else []
+    read = list(dict.fromkeys(f.domain for f in files))
+    kept_old = _previous(root, set(read), icfg) if domains is not None else []
     chash = config_hash(icfg)
-
-    reports: list[FileReport] = []
-    failure: FileReport | None = None
-    quarantine = DatasetWriter(QUARANTINE, root, chash)
-    with quarantine, Progress(disable=not progress, transient=True) as bar:
-        try:
-            with (
-                DatasetWriter(BRONZE_INTERACTIONS, root, chash) as inter,
-                DatasetWriter(BRONZE_ITEMS, root, chash) as items,
-            ):
-                writers = {"interactions": inter, "items": items}
-                if domains is not None:
-                    for artifact, w in (
-                        (BRONZE_INTERACTIONS, inter),
-                        (BRONZE_ITEMS, items),
-                        (QUARANTINE, quarantine),
-                    ):
-                        _keep_old(artifact, root, set(refreshed), w, icfg.batch_rows)
-                for f in files:
-                    task = bar.add_task(f"ingest {f.path.name}", total=None)
-                    advance = partial(bar.advance, task)
-                    reports.append(ingest_file(f, icfg, writers[f.table].write, quarantine.write, advance))
-                    bar.remove_task(task)
-                summary = _summary([*kept_old, *(asdict(r) for r in reports)])
-                failure = _too_bad(reports, icfg.max_bad_fraction)
-                if failure is not None:
-                    raise _Rejected  # discards the new bronze; the quarantine is still written below
-                for w in (inter, items):
-                    w.extra.update(files=summary["files"], validity=validity(icfg))
-        except _Rejected:
-            pass
-        quarantine.extra.update(files=summary["files"], failed=failure is not None)
+    staging = scratch_dir(root) / f"ingest-{uuid.uuid4().hex[:8]}"
+    try:
+        per_domain = map_domains(partial(ingest_domain, cfg, staging, progress=progress), read)
+        order = {(printable(str(f.path)), f.table): i for i, f in enumerate(files)}
+        new = [r for rs in per_domain for r in rs]
+        if any((r["source_file"], r["table"]) not in order for r in new):
+            raise IngestError(
+                f"raw files under {[str(s.path) for s in icfg.sources]} changed while ingest ran"
+            )
+        new.sort(key=lambda r: order[r["source_file"], r["table"]])  # the sources' order
+        summary = _summary([*kept_old, *new])
+        failure = _too_bad([FileReport(**r) for r in new], icfg.max_bad_fraction)
+        commits = [(QUARANTINE, {"files": summary["files"], "failed": failure is not None})]
+        if failure is None:
+            bronze = {"files": summary["files"], "validity": validity(icfg)}
+            commits = [(BRONZE_INTERACTIONS, bronze), (BRONZE_ITEMS, bronze), *commits]
+        staged = _staged_rows(new, read)
+        with contextlib.ExitStack() as swaps:  # every new artifact complete before the first swap
+            for artifact, extra in commits:
+                tmp = swaps.enter_context(atomic_dir(artifact.path(root)))
+                rows = _fill(tmp, artifact, root, staging, staged[artifact.name], domains is not None)
+                finish_manifest(tmp, artifact.name, rows, artifact.schema, chash, extra)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
     if failure is not None:
         for artifact in (BRONZE_INTERACTIONS, BRONZE_ITEMS):
@@ -209,12 +315,8 @@ def run_ingest(cfg: Config, progress: bool = False, domains: list[str] | None = 
             f"({failure.bad_fraction:.1%}) quarantined > ingest.max_bad_fraction={icfg.max_bad_fraction}; "
             f"reasons in {QUARANTINE.path(root)}; bronze removed until a clean ingest"
         )
-    summary["refreshed"] = refreshed
+    summary["refreshed"] = sorted(read)
     summary["fingerprints"] = {
         a.name: read_manifest(a, root).fingerprint for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE)
     }
     return summary
-
-
-class _Rejected(Exception):
-    """Internal: abandon the bronze writers (their temp dirs are discarded) but keep the quarantine."""

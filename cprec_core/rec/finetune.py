@@ -190,6 +190,7 @@ def finetune_variant(
         "best_epoch": None,
         "epochs_run": 0,
         "max_epochs": fcfg.max_epochs,
+        "llm_max_epochs": fcfg.llm_max_epochs,
         "seconds_per_epoch": None,
         "trainable_params": 0,
     }
@@ -346,6 +347,7 @@ def finetune_run(
             "domain": r["domain"],
             "variant": r["variant"],
             "seed": r["seed"],
+            "choice": r["choice"],
             "dir": str(Path(r["out_dir"]).relative_to(top)),
         }
         for r in runs
@@ -364,7 +366,7 @@ def load_runs(cfg: Config) -> dict[str, Any]:
     top = rec_dir(cfg)
     verify(top)
     listing = json.loads((top / "runs.json").read_text())
-    runs = [load_run(top / r["dir"]) for r in listing["runs"]]
+    runs = [load_run(top / r["dir"]) | {"choice": r.get("choice", {})} for r in listing["runs"]]
     ft = cfg.finetune
     want = {
         (d, v, s) for d in cfg.eval_domains for v in ft.variants for s in ft.seeds_of(v, cfg.evaluate.seeds)

@@ -99,7 +99,8 @@ def train_model(
     report: Callable[[str], None] | None = None,
     stop_after_epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Train to patience (at most max_epochs); leave the best valid epoch's weights loaded.
+    """Train to patience (at most max_epochs; llm_max_epochs while the LLM trains); leave the best
+    valid epoch's weights loaded.
 
     With `work_dir`, an epoch's end is a sealed checkpoint and a rerun resumes from the newest one
     exactly (same weights, optimizer, RNG and data order as an uninterrupted run). `progress` shows
@@ -116,7 +117,8 @@ def train_model(
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     opt = optimizer_for(model, cfg)
-    warmup = cfg.llm_warmup and getattr(model.items, "llm", None) is not None
+    has_llm = getattr(model.items, "llm", None) is not None  # an item LLM that trains
+    warmup = cfg.llm_warmup and has_llm
     state = resume.Progress(0, [], -1.0, 0, 0, 0.0, {})
     best_weights = trainable_state(model)
     checkpoint = resume.load(work_dir) if work_dir is not None else None
@@ -134,7 +136,8 @@ def train_model(
         while True:
             if warmup:
                 model.items.hold_llm(state.phase == 1)
-            while state.epoch - state.phase_start < cfg.max_epochs and state.bad < cfg.patience:
+            cap = cfg.epoch_cap(llm_trains=has_llm and not (warmup and state.phase == 1))
+            while state.epoch - state.phase_start < cap and state.bad < cfg.patience:
                 epoch = state.epoch + 1
                 started = time.perf_counter()
                 model.train()
@@ -187,7 +190,7 @@ def train_model(
                     best_weights = trainable_state(model)
                 else:
                     state.bad += 1
-                stopped_by_cap = state.epoch - state.phase_start >= cfg.max_epochs and state.bad == 0
+                stopped_by_cap = state.epoch - state.phase_start >= cap and state.bad == 0
                 if work_dir is not None:
                     state.shuffle_state = rng.bit_generator.state
                     resume.save(work_dir, state, trainable_state(model), best_weights, opt, gen)

@@ -54,9 +54,9 @@ def write_domain_files(tmp: Path, domains: list[str], seed: int) -> None:
 
 
 def refresh(cfg: Config) -> dict:
-    from flows.cprec import cprec
+    from flows.refresh import corpus_refresh
 
-    return cprec(config=cfg.model_dump(mode="json"), refresh=True)
+    return corpus_refresh(config=cfg.model_dump(mode="json"))
 
 
 def partition_hashes(cfg: Config) -> dict[str, str]:

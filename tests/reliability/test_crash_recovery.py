@@ -33,6 +33,7 @@ from cprec_core.ingest.run import run_ingest
 from cprec_core.ingest.synth import generate_synthetic
 from cprec_core.models import train_tokenizer
 from cprec_core.pack import corpus_texts, pack_corpus
+from cprec_core.paths import scratch_dir
 from cprec_core.schema import (
     BRONZE_INTERACTIONS,
     BRONZE_ITEMS,
@@ -138,8 +139,10 @@ def crash_root(tmp: Path, name: str, stage: str, keep_outputs: bool) -> Config:
 
 
 def temp_dirs(artifact: Artifact, root: Path, kind: str = "tmp") -> list[Path]:
+    """An artifact's temp dirs: beside it, or in the scratch space where ingest stages its domains."""
     final = artifact.path(root)
-    return sorted(final.parent.glob(f".{final.name}.{kind}-*"))
+    pattern = f".{final.name}.{kind}-*"
+    return sorted([*final.parent.glob(pattern), *scratch_dir(root).rglob(pattern)])
 
 
 def start_child(

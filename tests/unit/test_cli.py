@@ -55,7 +55,6 @@ def test_every_error_a_user_can_fix_is_one_line_in_the_cli() -> None:
 
     internal = {  # never reach a user as an error
         "RowError": "a reader's per-row reason, quarantined",
-        "_Rejected": "the ingest fast path handing a row to the slow one",
         "Interrupted": "a test's resume signal",
         "LockBusy": "another run holds the lock: refresh reports 'busy'",
         "RefreshBusy": "the same, for refresh",

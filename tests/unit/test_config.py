@@ -131,6 +131,19 @@ def test_a_gpu_pool_needs_an_absolute_run_root(tmp_path: Path) -> None:
     assert load_config(None, ["paths.root=var/x"]).root == Path("var/x")  # in-process: relative is fine
 
 
+def test_a_dask_cluster_needs_absolute_run_root_and_sources(tmp_path: Path) -> None:
+    cluster = ["orchestration.task_runner=dask", "orchestration.dask_address=tcp://10.0.0.5:8786"]
+    with pytest.raises(
+        ConfigError, match=re.escape("paths.root='var/x' is relative, but orchestration.dask")
+    ):
+        load_config(None, ["paths.root=var/x", *cluster])
+    source = "ingest.sources=[{format: generic, path: raw}]"
+    with pytest.raises(ConfigError, match=re.escape("ingest.sources[0].path='raw' is relative")):
+        load_config(None, [f"paths.root={tmp_path}", source, *cluster])
+    local = load_config(None, ["paths.root=var/x", source, "orchestration.task_runner=dask"])
+    assert local.orchestration.dask_address is None  # a LocalCluster shares this working directory
+
+
 def test_pack_and_cpt_go_to_the_gpu_pool_together_finetune_alone(tmp_path: Path) -> None:
     from flows.cprec import stage_groups
 

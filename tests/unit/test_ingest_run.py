@@ -151,3 +151,100 @@ def test_oversized_ids_and_text_are_quarantined_with_the_cap_named(tmp_path: Pat
 
 def out_root(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+def test_domains_run_in_any_order_commit_the_same_files_and_leave_no_staging(tmp_path: Path) -> None:
+    from cprec_core.paths import scratch_dir
+
+    _write_raw(tmp_path / "raw")
+    artifacts = (BRONZE_INTERACTIONS, BRONZE_ITEMS, QUARANTINE)
+    in_order = _cfg(tmp_path)
+    first = run_ingest(in_order)
+    ran: list[str] = []
+
+    def backwards(read, domains):  # as a task runner may finish them: last domain first
+        ran.extend(reversed(domains))
+        return list(reversed([read(d) for d in reversed(domains)]))
+
+    other = in_order.model_copy(update={"paths": PathsConfig(root=tmp_path / "other")})
+    second = run_ingest(other, map_domains=backwards)
+    assert ran == ["Toys", "Books"]
+    assert second["files"] == first["files"]  # reconciliation in the sources' order
+    for a in artifacts:
+        assert read_manifest(a, other.root).fingerprint == read_manifest(a, in_order.root).fingerprint
+    assert sorted(read_manifest(QUARANTINE, in_order.root).files) == ["domain=Books/part-0.parquet"]
+    assert not any(scratch_dir(in_order.root).iterdir())  # the staged partitions were moved or removed
+
+
+def test_a_failing_domain_commits_nothing(tmp_path: Path) -> None:
+    from cprec_core.paths import scratch_dir
+
+    _write_raw(tmp_path / "raw")
+    cfg = _cfg(tmp_path)
+    run_ingest(cfg)
+    before = {a.name: read_manifest(a, cfg.root).fingerprint for a in (BRONZE_INTERACTIONS, QUARANTINE)}
+
+    def toys_breaks(read, domains):  # Books is staged, then the Toys task dies
+        staged = []
+        for d in domains:
+            if d == "Toys":
+                raise OSError("disk gone")
+            staged.append(read(d))
+        return staged
+
+    with pytest.raises(OSError, match="disk gone"):
+        run_ingest(cfg, map_domains=toys_breaks)
+    assert {
+        a.name: read_manifest(a, cfg.root).fingerprint for a in (BRONZE_INTERACTIONS, QUARANTINE)
+    } == before
+    assert not any(scratch_dir(cfg.root).iterdir())
+
+
+def test_refresh_refuses_a_quarantine_of_one_unpartitioned_file(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from cprec_core.artifacts import atomic_dir, finish_manifest
+
+    _write_raw(tmp_path / "raw")
+    cfg = _cfg(tmp_path)
+    run_ingest(cfg)
+    rows = read_table(QUARANTINE, cfg.root)
+    with atomic_dir(QUARANTINE.path(cfg.root)) as tmp:  # as cprec wrote it before the per-domain commit
+        pq.write_table(rows, tmp / "part-0.parquet")
+        finish_manifest(tmp, QUARANTINE.name, rows.num_rows, QUARANTINE.schema, "")
+    with pytest.raises(IngestError, match="one unpartitioned file .* run a full ingest"):
+        run_ingest(cfg, domains=["Toys"])
+    assert run_ingest(cfg)["quarantined"] == 1  # a full ingest rewrites it per domain
+
+
+def test_a_refresh_keeps_only_the_files_a_manifest_lists(tmp_path: Path) -> None:
+    import shutil
+
+    _write_raw(tmp_path / "raw")
+    cfg = _cfg(tmp_path)
+    run_ingest(cfg)
+    books = BRONZE_INTERACTIONS.path(cfg.root) / "domain=Books"
+    shutil.copy(books / "part-0.parquet", books / "part-9.parquet")  # a stray file, in no manifest
+    out = run_ingest(cfg, domains=["Toys"])
+    assert out["domains"]["Books"]["interactions"] == 3
+    assert sorted(read_manifest(BRONZE_INTERACTIONS, cfg.root).files) == [
+        "domain=Books/part-0.parquet",
+        "domain=Toys/part-0.parquet",
+    ]
+    assert sum(r["domain"] == "Books" for r in read_table(BRONZE_INTERACTIONS, cfg.root).to_pylist()) == 3
+
+
+def test_a_worker_that_staged_elsewhere_fails_the_ingest_in_one_line(tmp_path: Path) -> None:
+    _write_raw(tmp_path / "raw")
+    cfg = _cfg(tmp_path)
+
+    def on_another_disk(read, domains):  # a Dask worker that does not mount the run root
+        cfg_, _staging = read.args
+        return [read.func(cfg_, tmp_path / "elsewhere", d) for d in domains]
+
+    with pytest.raises(
+        IngestError, match="domain Books: nothing staged for bronze.interactions .* same path"
+    ):
+        run_ingest(cfg, map_domains=on_another_disk)
+    with pytest.raises(ArtifactError):
+        read_manifest(BRONZE_INTERACTIONS, cfg.root)  # nothing was published

@@ -201,6 +201,8 @@ def test_finetune_run_selects_on_valid_then_runs_every_seed_with_the_choice(
     assert sorted((r["variant"], r["seed"]) for r in listed["runs"]) == sorted(
         (r["variant"], r["seed"]) for r in out["runs"]
     )
+    # what evaluate reads names the choice each kept run was trained with (the report's column)
+    assert all(r["choice"] == record["chosen"] for r in listed["runs"] if r["variant"] == "cpt-top")
     assert finetune_run(cfg, cpt, base)["trained"] == 0
 
 
@@ -233,6 +235,24 @@ def test_llm_warmup_holds_the_llm_to_patience_then_trains_it_too(
     final = load_file(Path(resumed["out_dir"]) / "model.safetensors")
     if res["best_epoch"] > 3:  # the best epoch trained the LLM: its weights moved
         assert any(not torch.equal(final[k], fresh[k]) for k in llm)
+
+
+def test_llm_max_epochs_bounds_only_the_epochs_in_which_the_llm_trains(
+    world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    root, cpt, base = world
+    phases = {}
+    for name, variant, extra in [
+        ("warm", "cpt-top", {}),
+        ("cold", "cpt-top", {"llm_warmup": False}),
+        ("frozen", "cpt", {}),
+    ]:
+        cfg = tiny_config(root, max_epochs=3, patience=3, llm_max_epochs=1, variants=[variant], **extra)
+        res = finetune_variant(cfg, DOMAIN, variant, 0, cpt, base, tmp_path / name)
+        phases[name] = [c.get("phase", 0) for c in res["curve"]]
+        assert res["llm_max_epochs"] == 1
+    # the held phase and a frozen LLM keep max_epochs; only the LLM-training epochs are capped
+    assert phases == {"warm": [1, 1, 1, 2], "cold": [0], "frozen": [0, 0, 0]}
 
 
 def test_a_variant_may_run_at_its_own_seeds(world: tuple[Path, Path, Path], tmp_path: Path) -> None:
