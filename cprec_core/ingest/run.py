@@ -222,7 +222,8 @@ def _fill(
     col = artifact.partition
     files: dict[str, Path] = {}
     if keep_others:
-        current = _listed(artifact, root).items()
+        # an artifact with no rows has one zero-row file outside any partition: nothing to keep
+        current = [(rel, p) for rel, p in _listed(artifact, root).items() if rel.startswith(f"{col}=")]
         files |= {rel: p for rel, p in current if rel.split("/")[0].split("=", 1)[1] not in staged_rows}
     for domain, expected in staged_rows.items():
         try:

@@ -3,6 +3,7 @@ write the files of the in-process run, byte for byte, and each domain is its own
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cprec_core.artifacts import read_manifest
@@ -51,8 +52,9 @@ def test_data_stages_on_a_dask_local_cluster_equal_the_in_process_run(
     prefect_harness, tmp_path: Path
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
 
+    started = datetime.now(UTC)  # the harness is shared: count this test's task runs only
     synth = load_config(None, SETTINGS).synth
     generate_synthetic(
         synth.model_copy(update={"out_dir": tmp_path / "raw", "domains": ["Books", "Home", "Toys"]})
@@ -63,8 +65,10 @@ def test_data_stages_on_a_dask_local_cluster_equal_the_in_process_run(
     assert on_threads == in_process and on_dask == in_process
 
     with get_client(sync_client=True) as client:
-        names = TaskRunFilterName(like_="ingest-")
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=names))
+        mine = TaskRunFilter(
+            name=TaskRunFilterName(like_="ingest-"), start_time=TaskRunFilterStartTime(after_=started)
+        )
+        runs = client.read_task_runs(task_run_filter=mine)
     names = [f"ingest-{d}" for d in DOMAINS]
     domain_runs = sorted(r.name for r in runs if r.name in names and r.state and r.state.is_completed())
     # one task run a domain on each runner, all reported to this run's Prefect API

@@ -248,3 +248,18 @@ def test_a_worker_that_staged_elsewhere_fails_the_ingest_in_one_line(tmp_path: P
         run_ingest(cfg, map_domains=on_another_disk)
     with pytest.raises(ArtifactError):
         read_manifest(BRONZE_INTERACTIONS, cfg.root)  # nothing was published
+
+
+def test_a_refresh_after_an_ingest_without_bad_rows(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    _write_raw(raw)
+    books = (raw / "Books.jsonl").read_text().splitlines()
+    (raw / "Books.jsonl").write_text("\n".join(books[:3]) + "\n")  # the bad row gone
+    cfg = _cfg(tmp_path)
+    assert run_ingest(cfg)["quarantined"] == 0  # the quarantine: one zero-row file, no partition
+    _write_raw(raw, toys_extra=[_review("U9", "T1", 1_570_000_000_000), "{oops"])
+    (raw / "Books.jsonl").write_text("\n".join(books[:3]) + "\n")
+    out = run_ingest(cfg, domains=["Toys"])
+    assert out["domains"]["Books"] == {"interactions": 3, "items": 1, "quarantined": 0}
+    assert [q["domain"] for q in read_table(QUARANTINE, cfg.root).to_pylist()] == ["Toys"]
+    assert sorted(read_manifest(QUARANTINE, cfg.root).files) == ["domain=Toys/part-0.parquet"]
