@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -160,6 +160,16 @@ def config_hash(*sections: Any) -> str:
         value = s.model_dump(mode="json") if hasattr(s, "model_dump") else s
         h.update(json.dumps(value, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+def identity(config: Mapping[str, Any], inputs: Mapping[str, str], code: bool = True) -> str:
+    """The one identity scheme of cached work (a stage, a fine-tuning run, a CPT job): its config
+    values (JSON), its inputs' content fingerprints (manifests, `model_fingerprint`) and, unless
+    `code=False`, the code version, through `config_hash`."""
+    parts: dict[str, Any] = {"config": dict(config), "inputs": dict(inputs)}
+    if code:
+        parts["code"] = code_version()
+    return config_hash(parts)
 
 
 @dataclass

@@ -367,6 +367,7 @@ def ensure_base_model(
     if cfg.model.path is not None:
         return check_model_path(cfg.model.path)
     out = cfg.root / TINY_SUBDIR
+    # its config alone, not the corpus it learned from: it stands for an off-the-shelf LLM
     want = config_hash(cfg.model.tiny)
     try:
         if verify(out).config_hash == want:

@@ -15,7 +15,6 @@ excluded from the recommendations. New sessions (`recommend_sessions`) are score
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import pyarrow as pa
 import torch
 from safetensors.torch import load_file
 
-from cprec_core.artifacts import config_hash, sha256_file, write_table
+from cprec_core.artifacts import config_hash, model_fingerprint, write_table
 from cprec_core.config import Config
 from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
@@ -110,14 +109,6 @@ def full_histories(data: DomainData) -> list[np.ndarray]:
     ]
 
 
-def _fingerprint(run: dict[str, Any]) -> str:
-    """What identifies the served model: its weights' hash, or the run's key for weightless variants."""
-    weights = Path(run["out_dir"]) / "model.safetensors"
-    if weights.is_file():
-        return sha256_file(weights)[:16]
-    return hashlib.sha256(f"{run['variant']}:{run['out_dir']}".encode()).hexdigest()[:16]
-
-
 @holds_run_lock
 def build_recommendations(cfg: Config, cpt_dir: Path, base_dir: Path) -> dict[str, Any]:
     """Top recommend.top_k items for every user of every evaluated domain; returns what was served."""
@@ -131,7 +122,9 @@ def build_recommendations(cfg: Config, cpt_dir: Path, base_dir: Path) -> dict[st
         items, scores = top_k(
             scorer(cfg, run, data, cpt_dir, base_dir), full_histories(data), data.n_items, rc.top_k
         )
-        fingerprint = _fingerprint(run)
+        # a run dir is cprec-written, so this is its manifest fingerprint: its weights and LoRA
+        # adapters and its ranks, which also follow the LLM it reads; a retrained run gets a new one
+        fingerprint = model_fingerprint(Path(run["out_dir"]))
         for u, (row_items, row_scores) in enumerate(zip(items, scores, strict=True)):
             for rank, (i, s) in enumerate(zip(row_items.tolist(), row_scores.tolist(), strict=True), start=1):
                 if i < 0:

@@ -274,7 +274,7 @@ GOLD_RECOMMENDATIONS = Artifact(
             ("item_id", pa.string()),  # never an item of the user's history
             ("score", pa.float64()),
             ("variant", pa.string()),  # the fine-tuned variant that scored it
-            ("model_fingerprint", pa.string()),  # hash of the served weights
+            ("model_fingerprint", pa.string()),  # artifacts.model_fingerprint of the served run
         ]
     ),
     "one row per (domain, user, rank)",

@@ -5,23 +5,23 @@ the same name (tasks/<stage>.py), hands the GPU ones to their deployment, and de
 must agree with it (tests/unit/test_stages.py). Adding a stage = one entry here, one core module,
 one thin task, its SQL or tests, its deployment.
 
-A stage's key = hash(fingerprints of its inputs' manifests, its own config sections, code
-version). Keys are computed from what is on disk, so rerunning one stage alone (from the Prefect
-UI, or `cprec run --stages corpus`) reuses upstream artifacts exactly when they are unchanged.
+A stage's key = artifacts.identity(its own config sections, the fingerprints of its inputs'
+manifests and of the models it reads, code version). Keys are computed from what is on disk, so
+rerunning one stage alone (from the Prefect UI, or `cprec run --stages corpus`) reuses upstream
+artifacts exactly when they are unchanged.
 A stamp per stage records which key produced the outputs now on disk; a cached result is used
 only while that stamp matches (`outputs_match`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cprec_core.artifacts import ArtifactError, atomic_write_text, code_version, model_fingerprint, verify
+from cprec_core.artifacts import ArtifactError, atomic_write_text, identity, model_fingerprint, verify
 from cprec_core.config import Config
 from cprec_core.paths import base_model_dir, cpt_dir, rec_dir, report_dir, serving_dir, state_dir
 from cprec_core.schema import (
@@ -41,13 +41,15 @@ from cprec_core.schema import (
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage: the directories it reads and writes (each with a manifest), the config sections
-    in its key, and the deployment (deploy/prefect.yaml) and work pool that run it alone."""
+    """One stage: the directories it reads and writes (each with a manifest), the LLMs it reads
+    (model directories or .gguf files, keyed by `model_fingerprint`), the config sections in its
+    key, and the deployment (deploy/prefect.yaml) and work pool that run it alone."""
 
     name: str
     inputs: Callable[[Config], list[Path]]
     outputs: Callable[[Config], list[Path]]
     sections: tuple[str, ...]
+    models: Callable[[Config], list[Path]] = lambda cfg: []
     per_run: bool = False  # outputs under the run name (models/cpt/<name>, ...): keyed and stamped by name
     deployment: str = ""  # `cprec/<deployment>`; "" = the stage's own name. Stages sharing one run together
     pool: Literal["cpu", "gpu"] = "cpu"  # with orchestration.gpu_pool, gpu stages go to their deployment
@@ -60,6 +62,11 @@ class StageSpec:
 
 def _artifacts(*arts) -> Callable[[Config], list[Path]]:
     return lambda cfg: [a.path(cfg.root) for a in arts]
+
+
+def _given_model(cfg: Config) -> list[Path]:
+    """model.path when set; the tiny base model is pack's own product, keyed by the `model` section."""
+    return [Path(cfg.model.path)] if cfg.model.path is not None else []
 
 
 SPECS: dict[str, StageSpec] = {
@@ -90,6 +97,7 @@ SPECS: dict[str, StageSpec] = {
         _artifacts(GOLD_CORPUS),
         _artifacts(GOLD_PACKED),
         ("pack", "model", "corpus"),
+        models=_given_model,
         deployment="cpt",
         pool="gpu",
     ),
@@ -98,19 +106,16 @@ SPECS: dict[str, StageSpec] = {
         lambda cfg: [GOLD_PACKED.path(cfg.root), GOLD_PROBE.path(cfg.root)],
         lambda cfg: [cpt_dir(cfg)],
         ("cpt", "model"),
+        models=_given_model,
         per_run=True,
         pool="gpu",
     ),
     "finetune": StageSpec(
         "finetune",
-        lambda cfg: [
-            SILVER_EVENTS.path(cfg.root),
-            SILVER_ITEMS.path(cfg.root),
-            cpt_dir(cfg),
-            base_model_dir(cfg),
-        ],
+        _artifacts(SILVER_EVENTS, SILVER_ITEMS),
         lambda cfg: [rec_dir(cfg)],
         ("finetune", "domains", "evaluate", "corpus"),
+        models=lambda cfg: [cpt_dir(cfg), base_model_dir(cfg)],
         per_run=True,
         pool="gpu",
     ),
@@ -166,7 +171,8 @@ def _fingerprint_or_missing(path: Path, of: Callable[[Path], str] = lambda p: ve
 
 
 def stage_key(stage: str, cfg: Config) -> str:
-    """Cache key of `stage`: its inputs' content fingerprints, its config sections, code version.
+    """Cache key of `stage`: its inputs' and models' content fingerprints, its config sections,
+    code version (`artifacts.identity`).
 
     A missing input fingerprints as "missing"; the stage itself then fails with a clear error.
     """
@@ -176,16 +182,10 @@ def stage_key(stage: str, cfg: Config) -> str:
         from cprec_core.refresh import domain_fingerprints
 
         inputs = domain_fingerprints(cfg)
-    if stage in ("pack", "cpt") and cfg.model.path is not None:
-        inputs["model"] = _fingerprint_or_missing(Path(cfg.model.path), model_fingerprint)
+    inputs |= {str(p): _fingerprint_or_missing(p, model_fingerprint) for p in spec.models(cfg)}
     sections = {s: getattr(cfg, s).model_dump(mode="json") for s in spec.sections}
     run = {"name": cfg.name} if spec.per_run else {}  # data stages are shared by every run name
-    payload = json.dumps(
-        {"stage": stage, "inputs": inputs, "config": sections, "code": code_version(), **run},
-        sort_keys=True,
-        default=str,
-    )
-    return f"cprec-{stage}-{hashlib.sha256(payload.encode()).hexdigest()[:32]}"
+    return f"cprec-{stage}-{identity({'stage': stage, 'sections': sections, **run}, inputs)}"
 
 
 def _stamp_path(stage: str, cfg: Config) -> Path:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cprec_core.artifacts import atomic_write_text, config_hash, read_manifest
+from cprec_core.artifacts import atomic_write_text, identity, model_fingerprint, read_manifest
 from cprec_core.config import Config, ConfigError, LauncherConfig
 from cprec_core.cpt.entry import FAILED
 from cprec_core.cpt.train import SUMMARY_FILE, JobSpec
@@ -110,7 +110,8 @@ def work_dir_for(out_dir: Path) -> Path:
 
 
 def job_spec(cfg: Config, base_model_dir: Path, out_dir: Path) -> JobSpec:
-    """The job spec of this config: absolute paths, fingerprinted by what changes the training."""
+    """The job spec of this config: absolute paths, fingerprinted by what changes the training (the
+    base model by its content: a moved model dir keeps the checkpoints, new weights clear them)."""
     check_model_path(base_model_dir, key="base model")
     root = Path(cfg.root).resolve()
     packed = read_manifest(GOLD_PACKED, root).fingerprint
@@ -119,6 +120,7 @@ def job_spec(cfg: Config, base_model_dir: Path, out_dir: Path) -> JobSpec:
     cpt_values = cfg.cpt.model_dump(
         mode="json", exclude={"log_every", "checkpoint_every", "keep_checkpoints", "launcher"}
     )
+    inputs = {"base_model": model_fingerprint(base_model_dir), "packed": packed}
     out_dir = Path(out_dir).resolve()
     return JobSpec(
         cpt=cfg.cpt,
@@ -127,7 +129,8 @@ def job_spec(cfg: Config, base_model_dir: Path, out_dir: Path) -> JobSpec:
         out_dir=out_dir,
         work_dir=work_dir_for(out_dir),
         probe_seq_len=cfg.pack.seq_len,
-        config_hash=config_hash(cpt_values, str(Path(base_model_dir).resolve()), packed),
+        # no code version: a resumed job keeps its checkpoints across a deploy of new code
+        config_hash=identity({"cpt": cpt_values}, inputs, code=False),
     )
 
 

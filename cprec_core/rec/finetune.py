@@ -29,7 +29,6 @@ choices in finetune.select are picked per (domain, variant) on valid NDCG@10 wit
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -47,9 +46,9 @@ from cprec_core.artifacts import (
     ArtifactError,
     atomic_dir,
     atomic_write_text,
-    code_version,
     config_hash,
     finish_manifest,
+    identity,
     model_fingerprint,
     verify,
     write_table,
@@ -123,20 +122,21 @@ def run_key(
 ) -> str:
     """What a run's result depends on: config, silver data, the LLM it reads, code version
     (not which other variants run, nor the selection grid)."""
-    parts: dict[str, Any] = {
+    config = {
         "finetune": cfg.finetune.model_dump(mode="json", exclude={"variants", "select"}),
         "max_title_chars": cfg.corpus.max_title_chars,
         "domain": domain,
         "variant": variant,
         "seed": seed,
+    }
+    inputs = {
         "events": verify(SILVER_EVENTS.path(cfg.root)).fingerprint,
         "items": verify(SILVER_ITEMS.path(cfg.root)).fingerprint,
-        "code": code_version(),
     }
     model_dir = model_dir_of(variant, cpt_dir, base_dir)
     if model_dir is not None:
-        parts["llm"] = model_fingerprint(model_dir)
-    return config_hash(parts)
+        inputs["llm"] = model_fingerprint(model_dir)
+    return identity(config, inputs)
 
 
 def _ranks_table(data: DomainData, ranks: dict[str, tuple[np.ndarray, np.ndarray]]) -> pa.Table:
@@ -353,8 +353,8 @@ def finetune_run(
         for r in runs
     ]
     atomic_write_text(top / "runs.json", json.dumps({"runs": listing, "selection": selection}, indent=2))
-    digest = hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()[:16]
-    finish_manifest(top, "rec.runs", len(runs), None, digest, {"runs": [r["dir"] for r in listing]})
+    extra = {"runs": [r["dir"] for r in listing]}
+    finish_manifest(top, "rec.runs", len(runs), None, config_hash(listing), extra)
     return {"rec_dir": str(top), "runs": runs, "selection": selection, **counts}
 
 

@@ -11,6 +11,7 @@ import pytest
 from cprec_core.artifacts import (
     ArtifactError,
     DatasetWriter,
+    identity,
     model_fingerprint,
     read_table,
     verify,
@@ -95,3 +96,14 @@ def test_model_fingerprint_follows_the_weights_not_their_timestamps(tmp_path):
     (model / "config.json").unlink()
     with pytest.raises(ArtifactError, match="not a model"):
         model_fingerprint(model)
+
+
+def test_identity_follows_config_inputs_and_code_version() -> None:
+    config, inputs = {"a": 1, "b": [1, 2]}, {"events": "f1", "llm": "f2"}
+    key = identity(config, inputs)
+    assert key == identity({"b": [1, 2], "a": 1}, dict(reversed(inputs.items())))  # order does not matter
+    assert len(key) == 16 and key == identity(config, inputs)
+    assert identity({"a": 2, "b": [1, 2]}, inputs) != key
+    assert identity(config, {"events": "f1", "llm": "f3"}) != key
+    assert identity(config, inputs, code=False) != key  # the code version is part of it unless asked not
+    assert identity({**config, "events": "f1"}, {"llm": "f2"}) != identity(config, inputs)

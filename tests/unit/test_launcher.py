@@ -115,3 +115,28 @@ def test_job_spec_rejects_a_missing_base_model(tmp_path: Path) -> None:
     cfg = Config.model_validate({"paths": {"root": str(tmp_path)}})
     with pytest.raises(ValueError, match=r"base model=.*nowhere: does not exist"):
         job_spec(cfg, tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_job_spec_knows_the_base_model_by_its_content_not_its_path(tmp_path: Path) -> None:
+    write_table(GOLD_PACKED, tmp_path, pa.table({"input_ids": [[1, 2, 3, 4]]}))
+    cfg = Config.model_validate({"paths": {"root": str(tmp_path)}})
+    out = tmp_path / "models" / "cpt" / "demo"
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"weights")
+    spec = job_spec(cfg, base, out)
+    prepare_work_dir(spec)
+    marker = spec.work_dir / "checkpoints" / "x"
+    marker.parent.mkdir()
+    marker.touch()
+    # the same model moved elsewhere: the same job, its checkpoints kept
+    moved = base.rename(tmp_path / "elsewhere")
+    again = job_spec(cfg, moved, out)
+    assert again.config_hash == spec.config_hash and again.base_model_dir == moved.resolve()
+    prepare_work_dir(again)
+    assert marker.exists()
+    # other weights at the same path: another job, the old checkpoints must not be resumed
+    (moved / "model.safetensors").write_bytes(b"other weights")
+    prepare_work_dir(job_spec(cfg, moved, out))
+    assert not marker.exists()

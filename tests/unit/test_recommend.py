@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rec_fixtures import DOMAIN, NoTestMetrics, build_tiny_lm, corpus_texts, tiny_config, write_silver
 
-from cprec_core.artifacts import read_table, verify
+from cprec_core.artifacts import model_fingerprint, read_table, verify
 from cprec_core.paths import serving_dir
 from cprec_core.rec.data import load_domain
 from cprec_core.rec.finetune import finetune_run
@@ -108,3 +108,13 @@ def test_sessions_file_errors_name_the_line(tmp_path: Path) -> None:
         read_sessions(path)
     path.write_text('{"items": ["a", 7]}\n')
     assert read_sessions(path) == [["a", "7"]]
+
+
+def test_the_served_model_is_known_by_its_runs_model_fingerprint(trained: tuple) -> None:
+    cfg, cpt, base = trained
+    served = build_recommendations(cfg, cpt, base)["served"][DOMAIN]
+    recs = read_table(GOLD_RECOMMENDATIONS, serving_dir(cfg)).to_pandas()
+    run_dir = Path(served["run_dir"])
+    # a run dir is cprec-written: its model fingerprint is its manifest's (weights, adapters, ranks)
+    assert served["model_fingerprint"] == model_fingerprint(run_dir) == verify(run_dir).fingerprint
+    assert set(recs.model_fingerprint) == {served["model_fingerprint"]}

@@ -72,3 +72,30 @@ def test_an_ingest_key_reads_the_sources_and_never_generates_them(tmp_path) -> N
         ],
     )
     assert stage_key("ingest", other) != key
+
+
+def test_a_finetune_key_follows_an_hf_base_models_files(tmp_path) -> None:
+    # model.path is an HF directory cprec did not write (no _manifest.json): the finetune key
+    # fingerprints its files, so it is not the key of a missing model, and new weights change it.
+    import os
+
+    from cprec_core.config import load_config
+    from cprec_core.stages import stage_key
+
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (hf / "model.safetensors").write_bytes(b"weights-1")
+
+    def key(path: Path) -> str:
+        return stage_key(
+            "finetune", load_config(None, [f"paths.root={tmp_path / 'run'}", f"model.path={path}"])
+        )
+
+    first = key(hf)
+    assert first != key(tmp_path / "nowhere")  # a missing model dir fingerprints as "missing"
+    (hf / "model.safetensors").write_bytes(b"weights-1")  # rewritten, same bytes: same key
+    os.utime(hf / "model.safetensors", ns=(1, 1))
+    assert key(hf) == first
+    (hf / "model.safetensors").write_bytes(b"other weights")
+    assert key(hf) != first
