@@ -12,10 +12,15 @@ Writes: the generic raw layout read by the `generic` ingest reader, one folder p
 Implements: the real-data inputs of PAPER.md §2 (domain and all-domain mixed sequences) and §1
 (item text = title + category).
 
-Only Office2014 has timestamps. Every other set gives order only, so its events get ordinal times:
-2018-01-01 00:00 UTC + position x 1 day, inside ingest's [min_ts, max_ts] range. For Arts and
-Office the position is the one in the user's *mixed* sequence, on one clock for both domains, so
-the behaviors stage's mixed sequences reproduce the real cross-domain order. Users without raw
+The files are read with ingest's own line reader (plain or .gz, the same decoding and the same
+reasons for a broken line) and the RecBole sets with ingest's RecBole reader; unlike ingest, the
+conversion is strict: these are fixed research sets, so any broken line stops it with a one-line
+error naming file and line instead of going to a quarantine.
+
+Only Office2014 has timestamps. Every other set gives order only, so its events get ingest's
+ordinal times (`ingest.common.ordinal_ts` under the default ingest settings). For Arts and Office
+the position is the one in the user's *mixed* sequence, on one clock for both domains, so the
+behaviors stage's mixed sequences reproduce the real cross-domain order. Users without raw
 reviewer ids (Games, Office2014) get a set prefix ("games:", "lrd:") so that their integer ids can
 never be mistaken for the same person across sets.
 """
@@ -33,7 +38,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core.artifacts import atomic_dir
-from cprec_core.errors import UserError
+from cprec_core.config import IngestConfig
+from cprec_core.ingest import recbole
+from cprec_core.ingest.common import FieldMap, IngestError, open_binary, ordinal_ts, text_lines
 
 # The generic raw layout (the contract with the `generic` ingest reader).
 GENERIC_INTERACTIONS = pa.schema(
@@ -53,8 +60,7 @@ GENERIC_ITEMS = pa.schema(
     ]
 )
 
-ORDINAL_BASE_TS = 1_514_764_800  # 2018-01-01 00:00:00 UTC: position 0 of an order-only sequence
-DAY = 86_400  # one position = one day, so ordinal times read as plausible dates
+ORDINAL = IngestConfig()  # the ingest settings whose clock (min_ts) the ordinal times follow
 
 URLLM_DIR = "amazon2018_urllm_arts_office"
 GAMES_DIR = "amazon2018_llmrank_games6k"
@@ -65,7 +71,7 @@ RECBOLE_INTER_HEADER = ["user_id:token", "item_id_list:token_seq", "item_id:toke
 SCIENTIFIC_ROOT = "Industrial & Scientific"  # first level of every Scientific category path
 
 
-class RealDataError(UserError, ValueError):
+class RealDataError(IngestError):
     """A source file does not have the format shared/data/README.md describes (names file and line)."""
 
 
@@ -80,15 +86,25 @@ class DomainTables:
 # --------------------------------------------------------------------------- line-level readers
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline) for every non-empty line of a UTF-8 file."""
+def _require(path: Path) -> None:
     if not path.is_file():
         raise RealDataError(f"{path}: file not found (see shared/data/README.md for the expected files)")
-    with open(path, encoding="utf-8", newline="") as f:
-        for n, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if line:
-                yield n, line
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) for every non-blank line (ingest's reader)."""
+    _require(path)
+    with open_binary(path) as f:
+        for n, text, error, raw in text_lines(f):
+            if text is not None:
+                yield n, text
+            elif not _blank(raw):
+                raise RealDataError(f"{path.name} line {n}: {error}")
+
+
+def _blank(raw: bytes | str) -> bool:
+    """A blank line (skipped) as opposed to a broken one or a broken stream (whose raw is b"")."""
+    return bool(raw) and not raw.strip()
 
 
 def _int(path: Path, n: int, field: str, raw: str) -> int:
@@ -137,19 +153,24 @@ def read_text_file(path: Path, header: list[str]) -> dict[str, str]:
 
 
 def read_recbole_sequences(path: Path) -> dict[int, list[int]]:
-    """RecBole `.test.inter` → {user int: full item sequence}; full = history + target (README §1)."""
+    """RecBole `.test.inter` → {user int: full item sequence}; full = history + target (README §1),
+    read by ingest's RecBole reader (its sequence form expands a row into its events in order)."""
+    first = next(_lines(path), (1, ""))
+    _expect_header(path, *first, RECBOLE_INTER_HEADER)
+    fields = FieldMap(recbole.NATIVE, "interactions", {}, str(path))
     out: dict[int, list[int]] = {}
-    for n, line in _lines(path):
-        if n == 1:
-            _expect_header(path, n, line, RECBOLE_INTER_HEADER)
+    row_of: dict[int, int] = {}
+    for rec in recbole.records(path, fields, ORDINAL):
+        if rec.value is None and _blank(rec.raw):
             continue
-        user, history, target = _fields(path, n, line, 3)
-        u = _int(path, n, "user_id", user)
-        if u in out:
-            raise RealDataError(f"{path.name} line {n}: user {u} has a second row (expected one per user)")
-        out[u] = [_int(path, n, "item_id_list", t) for t in history.split()] + [
-            _int(path, n, "item_id", target)
-        ]
+        if rec.value is None:
+            raise RealDataError(f"{path.name} line {rec.line}: {rec.error}")
+        u = _int(path, rec.line, "user_id", rec.value["user_id"])
+        if row_of.setdefault(u, rec.line) != rec.line:
+            raise RealDataError(
+                f"{path.name} line {rec.line}: user {u} has a second row (expected one per user)"
+            )
+        out.setdefault(u, []).append(_int(path, rec.line, "item_id", rec.value["item_id"]))
     return out
 
 
@@ -214,8 +235,7 @@ def read_urllm_sequences(paths: list[Path]) -> dict[int, list[tuple[int, int]]]:
 
 def read_urllm_items(path: Path) -> dict[int, tuple[str, str]]:
     """item_list*.csv (`idBefore,item_title,idAfter,item_attribute`) → {idAfter: (title, attribute)}."""
-    if not path.is_file():
-        raise RealDataError(f"{path}: file not found (see shared/data/README.md for the expected files)")
+    _require(path)
     want = ["idBefore", "item_title", "idAfter", "item_attribute"]
     out: dict[int, tuple[str, str]] = {}
     with open(path, encoding="utf-8", newline="") as f:
@@ -276,10 +296,6 @@ def split_title_category_brand(text: str, root: str) -> tuple[str, str | None, s
 # --------------------------------------------------------------------------- table builders
 
 
-def _ordinal_ts(position: int) -> int:
-    return ORDINAL_BASE_TS + position * DAY
-
-
 def _interactions(rows: list[tuple[str, str, int]]) -> pa.Table:
     users, items, ts = zip(*rows, strict=True) if rows else ((), (), ())
     return pa.table(
@@ -306,7 +322,7 @@ def _sequence_rows(
 ) -> list[tuple[str, str, int]]:
     """Order-only sequences → (user, item, ordinal ts) rows, users in index order."""
     return [
-        (user_id(u), item_id(i), _ordinal_ts(p))
+        (user_id(u), item_id(i), ordinal_ts(p, ORDINAL))
         for u in sorted(sequences)
         for p, i in enumerate(sequences[u])
     ]
@@ -340,7 +356,7 @@ def convert_urllm(folder: Path) -> dict[str, DomainTables]:
             if item not in domain_of:
                 raise RealDataError(f"{URLLM_DIR}: user {u}: item {item} is in neither item_list CSV")
             name = domain_of[item]
-            rows[name].append((user_of(u), f"{catalogues[name][0]}:{item}", _ordinal_ts(pos)))
+            rows[name].append((user_of(u), f"{catalogues[name][0]}:{item}", ordinal_ts(pos, ORDINAL)))
     return {
         name: DomainTables(
             _interactions(rows[name]),

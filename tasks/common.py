@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Any, TypeVar
 
 from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging import get_run_logger
+from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -143,9 +145,34 @@ def headline(summary: dict[str, Any], width: int = 300) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
+LIBRARY_LOGGERS = ("cprec_core", "cprec")  # the library's module loggers and the CPT launcher's
+
+
+class _InRun(logging.Filter):
+    """Pass only records logged inside a flow or task run (the API handler needs a run to attach to)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return TaskRunContext.get() is not None or FlowRunContext.get() is not None
+
+
+def library_logs_to_run_log() -> None:
+    """Send the library's INFO records to the Prefect run log (once per process), so a run on a worker
+    shows what cprec_core logs (locks waited on, leftovers swept, resumes, CPT launches), not only a TTY."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if any(isinstance(h, APILogHandler) for h in logger.handlers):
+            continue
+        handler = APILogHandler(level=logging.INFO)
+        handler.addFilter(_InRun())
+        logger.addHandler(handler)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, cfg: Config, key: str) -> Iterator[StageRun]:
     """Run a stage body; on success, stamp the outputs with the key that produced them."""
+    library_logs_to_run_log()
     run = StageRun(stage, cfg)
     run.logger.info("stage %s (key %s) writing under %s", stage, key, Path(cfg.root).resolve())
     yield run

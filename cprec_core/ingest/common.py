@@ -316,6 +316,12 @@ def decode_line(line: bytes, line_no: int) -> tuple[str | None, str | None]:
     return text, None
 
 
+def ordinal_ts(position: int, cfg: IngestConfig) -> int:
+    """The one time rule of order-only sources: position p of an order is `ingest.min_ts + p` seconds,
+    so the order survives, equal positions tie, and every ordinal time lies inside ingest's range."""
+    return cfg.min_ts + position
+
+
 def raw_text(raw: Any) -> str:
     """Render a record's raw form for the quarantine, cut to RAW_CHARS."""
     if isinstance(raw, bytes):

@@ -7,9 +7,9 @@ Reads: `<dataset>.inter` with a typed, tab-separated header, either one event pe
 Writes (through ingest/common.py): rows of BRONZE_INTERACTIONS and BRONZE_ITEMS; broken rows to
 QUARANTINE. DESIGN.md data flow step 1. Domain = dataset name (or `rename`).
 
-Files without time (the sequence form, or no timestamp column) get ordinal timestamps that keep
-the order: `ingest.min_ts + position` seconds, position counted within the line (sequence form)
-or over the file's data rows. In the sequence form one source row is one expanded event.
+Files without time (the sequence form, or no timestamp column) get ordinal timestamps
+(`common.ordinal_ts`), the position counted within the line (sequence form) or over the file's
+data rows. In the sequence form one source row is one expanded event.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from cprec_core.ingest.common import (
     extra_json,
     opt_rating,
     opt_text,
+    ordinal_ts,
     req_id,
     req_int,
     show,
@@ -93,10 +94,12 @@ def records(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record]
                 if "item_id" in rec:  # the target comes after the history
                     items.append(rec.pop("item_id"))
                 for pos, item in enumerate(items):
-                    yield Record(line_no, {**rec, "item_id": item, "timestamp": cfg.min_ts + pos}, None, text)
+                    yield Record(
+                        line_no, {**rec, "item_id": item, "timestamp": ordinal_ts(pos, cfg)}, None, text
+                    )
                 continue
             if ordinal:
-                rec["timestamp"] = cfg.min_ts + row_no
+                rec["timestamp"] = ordinal_ts(row_no, cfg)
             elif isinstance(rec.get("timestamp"), float) and math.isfinite(rec["timestamp"]):
                 rec["timestamp"] = math.floor(rec["timestamp"])
             yield Record(line_no, rec, None, text)

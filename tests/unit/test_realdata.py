@@ -9,10 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cprec_core.realdata import (
-    DAY,
     GENERIC_INTERACTIONS,
     GENERIC_ITEMS,
-    ORDINAL_BASE_TS,
+    ORDINAL,
     RealDataError,
     prepare_realdata,
     read_recbole_sequences,
@@ -20,7 +19,8 @@ from cprec_core.realdata import (
     split_title_category_brand,
 )
 
-T0 = ORDINAL_BASE_TS
+T0 = ORDINAL.min_ts  # ingest's ordinal clock: position p is T0 + p seconds
+DAY = 1  # one position
 RECBOLE_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
 
 
@@ -231,3 +231,37 @@ def test_real_sets_match_readme_counts(shared_data: Path, tmp_path: Path) -> Non
         for d in ("Arts", "Office", "Scientific")
     }
     assert len(users["Scientific"] & (users["Arts"] | users["Office"])) == 708  # README: shared users
+
+
+def test_a_broken_line_stops_the_conversion_with_ingests_reason(tmp_path: Path) -> None:
+    path = tmp_path / "x.test.inter"
+    path.write_bytes(RECBOLE_HEADER.encode() + b"0\t5 6\t7\n1\t9\t\xff5\n")
+    with pytest.raises(RealDataError, match=re.escape("x.test.inter line 3: invalid UTF-8 at byte 5")):
+        read_recbole_sequences(path)
+    path.write_text(RECBOLE_HEADER + "0\t5 6\t7\n\n1\t9\t5\n", encoding="utf-8")  # a blank line is skipped
+    assert read_recbole_sequences(path) == {0: [5, 6, 7], 1: [9, 5]}
+    path.write_text(RECBOLE_HEADER + "0\t5 6\t7\n0\t9\t5\n", encoding="utf-8")
+    with pytest.raises(RealDataError, match=re.escape("x.test.inter line 3: user 0 has a second row")):
+        read_recbole_sequences(path)
+
+
+def test_order_only_sets_follow_ingests_one_ordinal_clock(tmp_path: Path) -> None:
+    """A RecBole sequence file converted here gets the times ingest's RecBole reader gives it."""
+    from cprec_core.ingest import recbole
+    from cprec_core.ingest.common import FieldMap
+    from cprec_core.realdata import convert_games
+
+    _write(tmp_path / "Games-6k.item", "item_id:token\ttitle:token_seq\n0\tChess\n1\tGo\n2\tTetris\n")
+    inter = _write(tmp_path / "Games-6k.test.inter", RECBOLE_HEADER + "0\t0 1\t2\n1\t2\t0\n")
+    table = convert_games(tmp_path)["Games"].interactions
+    converted = list(
+        zip(*(table.column(c).to_pylist() for c in ("user_id", "item_id", "timestamp")), strict=True)
+    )
+    fields = FieldMap(recbole.NATIVE, "interactions", {}, str(inter))
+    ingested = [
+        (f"games:{r.value['user_id']}", f"G:{r.value['item_id']}", r.value["timestamp"])
+        for r in recbole.records(inter, fields, ORDINAL)
+        if r.value is not None
+    ]
+    assert converted == ingested
+    assert [t for _, _, t in converted] == [T0, T0 + 1, T0 + 2, T0, T0 + 1]
