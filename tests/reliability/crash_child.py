@@ -64,7 +64,8 @@ def install_pause(point: str, marker: Path) -> None:
         raise SystemExit(f"crash_child: unknown pause point {point!r}")
 
 
-def run_stage(stage: str, cfg: Config, tokenizer_dir: str | None) -> None:
+def run_stage(stage: str, cfg: Config, tokenizer_dir: str | Path | None) -> None:
+    """Run one data stage (pack needs the tokenizer); also the parent's in-process rerun."""
     if stage == "ingest":
         from cprec_core.ingest.run import run_ingest
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from crash_child import run_stage
 
 from cprec_core.artifacts import MANIFEST, ArtifactError, parquet_files, read_table, verify
 from cprec_core.behaviors import build_behaviors
@@ -84,24 +85,13 @@ def make_config(tmp: Path, root: Path) -> Config:
     )
 
 
-def run_in_process(stage: str, cfg: Config, tokenizer_dir: Path) -> None:
-    if stage == "ingest":
-        run_ingest(cfg)
-    elif stage == "behaviors":
-        build_behaviors(cfg)
-    elif stage == "corpus":
-        build_corpus(cfg)
-    else:
-        pack_corpus(cfg, tokenizer_dir)
-
-
 def fingerprints(root: Path, stage: str) -> dict[str, str]:
     """Content fingerprints of a stage's outputs, after checking every file's sha256."""
     return {a.name: verify(a.path(root), deep=True).fingerprint for a in OUTPUTS[stage]}
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def uninterrupted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An uninterrupted run of the four data stages on tiny synthetic logs: (tmp dir, tokenizer)."""
     tmp = tmp_path_factory.mktemp("crash")
     cfg = make_config(tmp, tmp / "reference")
@@ -195,8 +185,8 @@ def kill_at(stage: str, cfg: Config, point: str, tokenizer_dir: Path, wait_for: 
 
 
 @pytest.mark.parametrize("stage", ORDER)
-def test_sigkill_mid_write_then_rerun_is_identical(stage: str, reference: tuple[Path, Path]) -> None:
-    tmp, tokenizer_dir = reference
+def test_sigkill_mid_write_then_rerun_is_identical(stage: str, uninterrupted_run: tuple[Path, Path]) -> None:
+    tmp, tokenizer_dir = uninterrupted_run
     cfg = crash_root(tmp, f"killed-{stage}", stage, keep_outputs=False)
     killed = KILLED[stage]
     stale = kill_at(stage, cfg, f"write:{killed.name}:1", tokenizer_dir, killed, "tmp")
@@ -210,7 +200,7 @@ def test_sigkill_mid_write_then_rerun_is_identical(stage: str, reference: tuple[
         with pytest.raises(ArtifactError, match="rerun its stage"):
             read_table(artifact, cfg.root)
 
-    run_in_process(stage, cfg, tokenizer_dir)
+    run_stage(stage, cfg, tokenizer_dir)
     assert fingerprints(cfg.root, stage) == fingerprints(tmp / "reference", stage)
     # the rerun, holding the run-root lock (no other writer alive), swept the dead child's temp dir
     assert not stale.exists()
@@ -220,9 +210,9 @@ def test_sigkill_mid_write_then_rerun_is_identical(stage: str, reference: tuple[
 
 @pytest.mark.parametrize("stage", ORDER)
 def test_sigkill_mid_write_leaves_the_previous_artifact_whole(
-    stage: str, reference: tuple[Path, Path]
+    stage: str, uninterrupted_run: tuple[Path, Path]
 ) -> None:
-    tmp, tokenizer_dir = reference
+    tmp, tokenizer_dir = uninterrupted_run
     cfg = crash_root(tmp, f"rewrite-{stage}", stage, keep_outputs=True)
     before = fingerprints(cfg.root, stage)
     kill_at(stage, cfg, f"write:{KILLED[stage].name}:1", tokenizer_dir, KILLED[stage], "tmp")
@@ -230,11 +220,11 @@ def test_sigkill_mid_write_leaves_the_previous_artifact_whole(
     assert fingerprints(cfg.root, stage) == before
 
 
-def test_sigkill_between_the_two_renames_of_a_swap(reference: tuple[Path, Path]) -> None:
+def test_sigkill_between_the_two_renames_of_a_swap(uninterrupted_run: tuple[Path, Path]) -> None:
     # The worst instant of replace_dir: the previous silver.events renamed aside, the new one not
     # yet renamed into place. Readers must then see "missing" (never an empty or mixed artifact);
     # a rerun restores exactly the reference, and the leftovers are swept, never read.
-    tmp, tokenizer_dir = reference
+    tmp, tokenizer_dir = uninterrupted_run
     cfg = crash_root(tmp, "swap-behaviors", "behaviors", keep_outputs=True)
     old = kill_at("behaviors", cfg, "swap:events", tokenizer_dir, SILVER_EVENTS, "old")
     new = temp_dirs(SILVER_EVENTS, cfg.root, "tmp")
@@ -251,10 +241,10 @@ def test_sigkill_between_the_two_renames_of_a_swap(reference: tuple[Path, Path])
     assert not old.exists() and not new[0].exists()  # never read, then swept under the run-root lock
 
 
-def test_stray_files_inside_an_artifact_are_never_read(reference: tuple[Path, Path]) -> None:
+def test_stray_files_inside_an_artifact_are_never_read(uninterrupted_run: tuple[Path, Path]) -> None:
     # A reader takes exactly the files the manifest lists: a stray Parquet file dropped into a
     # complete artifact (say by a crashed tool) changes nothing; a listed file cut short is refused.
-    tmp, _ = reference
+    tmp, _ = uninterrupted_run
     cfg = crash_root(tmp, "stray", "pack", keep_outputs=True)
     events = SILVER_EVENTS.path(cfg.root)
     rows = read_table(SILVER_EVENTS, cfg.root).num_rows
@@ -283,12 +273,12 @@ def _stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
 
-def test_two_corpus_builds_at_once_never_mix(reference: tuple[Path, Path]) -> None:
+def test_two_corpus_builds_at_once_never_mix(uninterrupted_run: tuple[Path, Path]) -> None:
     # Two corpus builds (e.g. `cprec run --stages corpus` while the scheduled refresh rebuilds
     # the corpus) on one run root, with different corpus.seed. The race is made deterministic:
     # run A stops (SIGSTOP) right after writing gold.probe, mid-way through gold.corpus; run B
     # then runs whole; A continues. The corpus stage's two outputs must come from ONE run.
-    tmp, tokenizer_dir = reference
+    tmp, tokenizer_dir = uninterrupted_run
     cfg_a = crash_root(tmp, "race", "corpus", keep_outputs=False)
     cfg_b = cfg_a.model_copy(update={"corpus": cfg_a.corpus.model_copy(update={"seed": 1})})
     expected = []

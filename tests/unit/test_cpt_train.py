@@ -49,13 +49,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 @pytest.fixture(scope="module")
-def reference(workspace: Config) -> tuple[dict[str, Any], Path]:
+def reference_cpt_run(workspace: Config) -> tuple[dict[str, Any], Path]:
     out = workspace.root / "models" / "ref"
     return run_cpt(workspace, base_dir(workspace), out, progress=False), out
 
 
-def test_loss_falls_and_lr_follows_the_schedule(workspace: Config, reference: tuple[dict, Path]) -> None:
-    summary, out = reference
+def test_loss_falls_and_lr_follows_the_schedule(
+    workspace: Config, reference_cpt_run: tuple[dict, Path]
+) -> None:
+    summary, out = reference_cpt_run
     log = _log(out / LOG_FILE)
     assert [r["step"] for r in log] == list(range(1, 31))  # log_every=1
     first, last = sum(r["loss"] for r in log[:5]) / 5, sum(r["loss"] for r in log[-5:]) / 5
@@ -75,8 +77,8 @@ def test_loss_falls_and_lr_follows_the_schedule(workspace: Config, reference: tu
     assert verify(out, deep=True).extra["steps"] == 30
 
 
-def test_output_reloads_with_from_pretrained(workspace: Config, reference: tuple[dict, Path]) -> None:
-    summary, out = reference
+def test_output_reloads_with_from_pretrained(workspace: Config, reference_cpt_run: tuple[dict, Path]) -> None:
+    summary, out = reference_cpt_run
     model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
     base = AutoModelForCausalLM.from_pretrained(base_dir(workspace), local_files_only=True)
@@ -90,9 +92,9 @@ def test_output_reloads_with_from_pretrained(workspace: Config, reference: tuple
 
 
 def test_resume_is_exact_and_skips_a_corrupt_checkpoint(
-    workspace: Config, reference: tuple[dict, Path], caplog: pytest.LogCaptureFixture
+    workspace: Config, reference_cpt_run: tuple[dict, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    ref_log = _log(reference[1] / LOG_FILE)
+    ref_log = _log(reference_cpt_run[1] / LOG_FILE)
     out = workspace.root / "models" / "resumed"
     spec = job_spec(workspace, base_dir(workspace), out)
     launch_job(spec.model_copy(update={"stop_after_steps": 20}), workspace.cpt.launcher, progress=False)
@@ -131,7 +133,9 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_sigkill_mid_run_then_resume_is_exact(workspace: Config, reference: tuple[dict, Path]) -> None:
+def test_sigkill_mid_run_then_resume_is_exact(
+    workspace: Config, reference_cpt_run: tuple[dict, Path]
+) -> None:
     # SIGKILL the training process as soon as step 13 is logged (torchrun then fails, exit 1):
     # no clean-up runs; the resumed job must still reproduce the uninterrupted losses.
     out = workspace.root / "models" / "killed"
@@ -159,26 +163,26 @@ def test_sigkill_mid_run_then_resume_is_exact(workspace: Config, reference: tupl
     assert proc.returncode == 1  # torchrun: "cprec_core.cpt.entry FAILED" (worker killed)
     assert not out.exists()
     run_cpt(workspace, base_dir(workspace), out, progress=False)
-    log, ref_log = _log(out / LOG_FILE), _log(reference[1] / LOG_FILE)
+    log, ref_log = _log(out / LOG_FILE), _log(reference_cpt_run[1] / LOG_FILE)
     assert [r["step"] for r in log] == list(range(1, 31))
     assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in ref_log], abs=1e-6)
 
 
-def test_two_processes_match_one(workspace: Config, reference: tuple[dict, Path]) -> None:
+def test_two_processes_match_one(workspace: Config, reference_cpt_run: tuple[dict, Path]) -> None:
     # Same global batch: 1 process x micro batch 4 vs 2 processes x micro batch 2 (same blocks, see
     # test_sampler_two_ranks_split_the_one_rank_batch); ZeRO-2 averages the two ranks' gradients.
     cfg = with_cpt(workspace, micro_batch_size=2, launcher={"nproc_per_node": 2})
     out = workspace.root / "models" / "two"
     summary = run_cpt(cfg, base_dir(cfg), out, progress=False)
     assert summary["processes"] == 2
-    ref_log = _log(reference[1] / LOG_FILE)
+    ref_log = _log(reference_cpt_run[1] / LOG_FILE)
     log = _log(out / LOG_FILE)
     assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in ref_log], abs=1e-4)
-    assert summary["tokens"] == reference[0]["tokens"]
+    assert summary["tokens"] == reference_cpt_run[0]["tokens"]
 
 
 def test_gradient_accumulation_matches_one_big_micro_batch(
-    workspace: Config, reference: tuple[dict, Path]
+    workspace: Config, reference_cpt_run: tuple[dict, Path]
 ) -> None:
     # micro batch 2 x 2 accumulation steps consumes global micro batches 2k, 2k+1 of the micro-2
     # order = blocks perm[4k .. 4k+3], the reference's k-th micro batch of 4: same step, same loss.
@@ -186,7 +190,7 @@ def test_gradient_accumulation_matches_one_big_micro_batch(
     spec = job_spec(cfg, base_dir(cfg), workspace.root / "models" / "accum")
     launch_job(spec.model_copy(update={"stop_after_steps": 6}), cfg.cpt.launcher, progress=False)
     log = _log(spec.work_dir / LOG_FILE)
-    ref_log = _log(reference[1] / LOG_FILE)[:6]
+    ref_log = _log(reference_cpt_run[1] / LOG_FILE)[:6]
     assert [r["tokens"] for r in log] == [r["tokens"] for r in ref_log]  # 128 tokens per step either way
     assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in ref_log], abs=1e-5)
 

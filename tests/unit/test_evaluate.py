@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from rec_fixtures import DOMAIN, build_tiny_lm, corpus_texts, tiny_config, write_silver
+from rec_fixtures import DOMAIN, tiny_config, write_silver
 
 from cprec_core.artifacts import ArtifactError, read_table, verify
 from cprec_core.claims import read_claims
@@ -43,10 +43,11 @@ def test_claim_plan_pairs_each_cpt_mode_with_its_base_twin() -> None:
     ]  # cpt-lora has no base twin: nothing to compare it with
 
 
-def test_evaluate_run_writes_both_protocols_claims_and_the_report(tmp_path: Path) -> None:
+def test_evaluate_run_writes_both_protocols_claims_and_the_report(
+    tiny_lms: tuple[Path, Path], tmp_path: Path
+) -> None:
     write_silver(tmp_path)
-    cpt = build_tiny_lm(tmp_path / "lm" / "cpt", corpus_texts(), seed=1)
-    base = build_tiny_lm(tmp_path / "lm" / "base", corpus_texts(), seed=2)
+    cpt, base = tiny_lms
     variants = ["cpt", "base", "zero-shot", "zero-shot-base", "popularity"]
     cfg = tiny_config(tmp_path, max_epochs=2, variants=variants)
     cfg.evaluate.seeds = [0, 1]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from rec_fixtures import DOMAIN, NoTestMetrics, build_tiny_lm, corpus_texts, tiny_config, write_silver
+from rec_fixtures import DOMAIN, NoTestMetrics, tiny_config, write_silver
 
 from cprec_core.artifacts import read_table, verify
 from cprec_core.paths import rec_dir
@@ -25,22 +25,12 @@ from cprec_core.schema import REC_RANKS
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: exact, repeatable numbers
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """A run root with cyclic silver data, and two different tiny LLMs (cpt, base)."""
-    root = tmp_path_factory.mktemp("root")
-    write_silver(root)
-    cpt = build_tiny_lm(root / "lm" / "cpt", corpus_texts(), seed=1)
-    base = build_tiny_lm(root / "lm" / "base", corpus_texts(), seed=2)
-    return root, cpt, base
-
-
 def _ranks(out_dir: str) -> list[int]:
     return read_table(REC_RANKS, Path(out_dir)).column("rank").to_pylist()
 
 
-def test_text_user_model_learns_the_cycle(world: tuple[Path, Path, Path]) -> None:
-    root, cpt, base = world
+def test_text_user_model_learns_the_cycle(silver_world: tuple[Path, Path, Path]) -> None:
+    root, cpt, base = silver_world
     cfg = tiny_config(root, max_epochs=30, patience=30, lr=1e-2, temperature=0.2)
     res = finetune_variant(cfg, DOMAIN, "cpt", 0, cpt, base, run_dir(cfg, DOMAIN, "cpt", 0))
     # measured: test NDCG@10 0.968, valid curve 0.17 -> 0.94 in 30 epochs (popularity: 0.14)
@@ -51,8 +41,10 @@ def test_text_user_model_learns_the_cycle(world: tuple[Path, Path, Path]) -> Non
     verify(Path(res["out_dir"]), deep=True)
 
 
-def test_same_seed_same_result_other_seed_differs(world: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    root, cpt, base = world
+def test_same_seed_same_result_other_seed_differs(
+    silver_world: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    root, cpt, base = silver_world
     cfg = tiny_config(root, max_epochs=3, patience=3)
     a = finetune_variant(cfg, DOMAIN, "base", 0, cpt, base, tmp_path / "a")
     b = finetune_variant(cfg, DOMAIN, "base", 0, cpt, base, tmp_path / "b")
@@ -61,8 +53,8 @@ def test_same_seed_same_result_other_seed_differs(world: tuple[Path, Path, Path]
     assert a["curve"] != c["curve"]
 
 
-def test_early_stopping_keeps_the_best_epoch(world: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    root, cpt, base = world
+def test_early_stopping_keeps_the_best_epoch(silver_world: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    root, cpt, base = silver_world
     cfg = tiny_config(root, max_epochs=30, patience=1, lr=1e-2)
     res = finetune_variant(cfg, DOMAIN, "sasrec", 0, cpt, base, tmp_path / "s")
     curve = [c["valid_NDCG@10"] for c in res["curve"]]
@@ -72,8 +64,8 @@ def test_early_stopping_keeps_the_best_epoch(world: tuple[Path, Path, Path], tmp
     assert res["valid"]["NDCG@10"] == pytest.approx(best)
 
 
-def test_finetune_run_reuses_unchanged_runs(world: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    _, cpt, base = world
+def test_finetune_run_reuses_unchanged_runs(silver_world: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, cpt, base = silver_world
     write_silver(tmp_path)
     cfg = tiny_config(tmp_path, max_epochs=2, variants=["cpt", "popularity"])
     first = finetune_run(cfg, cpt, base)
@@ -88,9 +80,9 @@ def test_finetune_run_reuses_unchanged_runs(world: tuple[Path, Path, Path], tmp_
 
 
 def test_missing_model_dir_and_unknown_variant_fail_clearly(
-    world: tuple[Path, Path, Path], tmp_path: Path
+    silver_world: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    root, cpt, _ = world
+    root, cpt, _ = silver_world
     cfg = tiny_config(root)
     with pytest.raises(ValueError, match="variant 'base' needs the base model directory"):
         finetune_variant(cfg, DOMAIN, "base", 0, cpt, None, tmp_path / "x")
@@ -113,9 +105,9 @@ BEFORE_RANK_SUMS = {"cpt": 157, "base": 160, "sasrec": 1}  # over the 80 valid +
 
 @pytest.mark.parametrize("variant", ["cpt", "base", "sasrec"])
 def test_frozen_without_item_ids_reproduces_the_earlier_results(
-    world: tuple[Path, Path, Path], tmp_path: Path, variant: str
+    silver_world: tuple[Path, Path, Path], tmp_path: Path, variant: str
 ) -> None:
-    root, cpt, base = world
+    root, cpt, base = silver_world
     cfg = tiny_config(root, max_epochs=4, patience=4)
     assert cfg.finetune.encoder_mode == "frozen" and not cfg.finetune.item_id_embedding
     res = finetune_variant(cfg, DOMAIN, variant, 0, cpt, base, tmp_path / variant)
@@ -127,9 +119,9 @@ def test_frozen_without_item_ids_reproduces_the_earlier_results(
 
 @pytest.mark.parametrize("variant", ["cpt-top", "sasrec"])
 def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(
-    world: tuple[Path, Path, Path], tmp_path: Path, variant: str
+    silver_world: tuple[Path, Path, Path], tmp_path: Path, variant: str
 ) -> None:
-    root, cpt, base = world
+    root, cpt, base = silver_world
     cfg = tiny_config(root, max_epochs=5, patience=5, dropout=0.1, variants=[variant])
     whole = finetune_variant(cfg, DOMAIN, variant, 0, cpt, base, tmp_path / "whole")
     with pytest.raises(Interrupted):
@@ -143,9 +135,9 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
-    world: tuple[Path, Path, Path], tmp_path: Path
+    silver_world: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    root, cpt, base = world
+    root, cpt, base = silver_world
     cfg = tiny_config(root, max_epochs=4, patience=4, variants=["sasrec"])
     whole = finetune_variant(cfg, DOMAIN, "sasrec", 1, cpt, base, tmp_path / "whole")
     with pytest.raises(Interrupted):
@@ -181,9 +173,9 @@ def test_choices_apply_per_variant(tmp_path: Path) -> None:
 
 
 def test_finetune_run_selects_on_valid_then_runs_every_seed_with_the_choice(
-    world: tuple[Path, Path, Path], tmp_path: Path
+    silver_world: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    _, cpt, base = world
+    _, cpt, base = silver_world
     write_silver(tmp_path)
     cfg = tiny_config(
         tmp_path, max_epochs=2, variants=["cpt-top", "popularity"], select={"item_pooling": ["mean", "last"]}
@@ -207,14 +199,14 @@ def test_finetune_run_selects_on_valid_then_runs_every_seed_with_the_choice(
 
 
 def test_llm_warmup_holds_the_llm_to_patience_then_trains_it_too(
-    world: tuple[Path, Path, Path], tmp_path: Path
+    silver_world: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     from safetensors.torch import load_file
 
     from cprec_core.rec.build import build_recommender
     from cprec_core.rec.data import load_domain
 
-    root, cpt, base = world
+    root, cpt, base = silver_world
     cfg = tiny_config(root, max_epochs=3, patience=3, variants=["cpt-full"], lr=1e-2, llm_lr=1e-3)
     res = finetune_variant(cfg, DOMAIN, "cpt-full", 2, cpt, base, tmp_path / "whole")
     assert [c["phase"] for c in res["curve"]] == [1, 1, 1, 2, 2, 2]  # each phase to its own cap
@@ -238,9 +230,9 @@ def test_llm_warmup_holds_the_llm_to_patience_then_trains_it_too(
 
 
 def test_llm_max_epochs_bounds_only_the_epochs_in_which_the_llm_trains(
-    world: tuple[Path, Path, Path], tmp_path: Path
+    silver_world: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    root, cpt, base = world
+    root, cpt, base = silver_world
     phases = {}
     for name, variant, extra in [
         ("warm", "cpt-top", {}),
@@ -255,8 +247,8 @@ def test_llm_max_epochs_bounds_only_the_epochs_in_which_the_llm_trains(
     assert phases == {"warm": [1, 1, 1, 2], "cold": [0], "frozen": [0, 0, 0]}
 
 
-def test_a_variant_may_run_at_its_own_seeds(world: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    _, cpt, base = world
+def test_a_variant_may_run_at_its_own_seeds(silver_world: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, cpt, base = silver_world
     write_silver(tmp_path)
     cfg = tiny_config(
         tmp_path, max_epochs=1, variants=["sasrec", "popularity"], variant_seeds={"sasrec": [1]}
@@ -272,9 +264,9 @@ def test_a_variant_may_run_at_its_own_seeds(world: tuple[Path, Path, Path], tmp_
 
 
 def test_a_softmax_over_the_catalogue_trains_the_text_recommender(
-    world: tuple[Path, Path, Path], tmp_path: Path
+    silver_world: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    root, cpt, base = world
+    root, cpt, base = silver_world
     cfg = tiny_config(
         root, max_epochs=8, patience=8, lr=1e-2, temperature=0.2, loss="softmax", variants=["cpt-top"]
     )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
-from rec_fixtures import build_tiny_lm, corpus_texts, tiny_config
+from rec_fixtures import tiny_config
 
 from cprec_core.artifacts import model_fingerprint
 from cprec_core.rec.item_encoder import (
@@ -21,16 +20,8 @@ TEXTS = ["product 1 (snacks)", "product 2", "product 10 (snacks)"]
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def two_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("lm")
-    return build_tiny_lm(base / "cpt", corpus_texts(), seed=1), build_tiny_lm(
-        base / "base", corpus_texts(), seed=2
-    )
-
-
-def test_two_checkpoints_give_different_embeddings(two_models: tuple[Path, Path], tmp_path: Path) -> None:
-    cpt, base = two_models
+def test_two_checkpoints_give_different_embeddings(tiny_lms: tuple[Path, Path], tmp_path: Path) -> None:
+    cpt, base = tiny_lms
     cfg = tiny_config(tmp_path).finetune
     a = item_embeddings(cpt, TEXTS, cfg, tmp_path / "cache", CPU)
     b = item_embeddings(base, TEXTS, cfg, tmp_path / "cache", CPU)
@@ -42,8 +33,8 @@ def test_two_checkpoints_give_different_embeddings(two_models: tuple[Path, Path]
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
 
 
-def test_cache_hit_returns_the_stored_embeddings(two_models: tuple[Path, Path], tmp_path: Path) -> None:
-    cpt, _ = two_models
+def test_cache_hit_returns_the_stored_embeddings(tiny_lms: tuple[Path, Path], tmp_path: Path) -> None:
+    cpt, _ = tiny_lms
     cfg = tiny_config(tmp_path).finetune
     first = item_embeddings(cpt, TEXTS, cfg, tmp_path / "cache", CPU)
     (cached,) = (tmp_path / "cache").glob("*.safetensors")
@@ -55,8 +46,8 @@ def test_cache_hit_returns_the_stored_embeddings(two_models: tuple[Path, Path], 
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
 
 
-def test_batching_does_not_change_embeddings_and_pooling_matters(two_models: tuple[Path, Path]) -> None:
-    cpt, _ = two_models
+def test_batching_does_not_change_embeddings_and_pooling_matters(tiny_lms: tuple[Path, Path]) -> None:
+    cpt, _ = tiny_lms
     cfg = tiny_config(Path("unused")).finetune
     one_by_one = encode_texts(cpt, TEXTS, cfg.model_copy(update={"embed_batch_size": 1}), CPU)
     batched = encode_texts(cpt, TEXTS, cfg.model_copy(update={"embed_batch_size": 3}), CPU)

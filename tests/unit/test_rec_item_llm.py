@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from rec_fixtures import DOMAIN, build_tiny_lm, corpus_texts, tiny_config, write_silver
+from rec_fixtures import DOMAIN, tiny_config, write_silver
 
 from cprec_core.artifacts import read_table
 from cprec_core.rec.build import build_recommender
@@ -26,8 +26,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: exact, 
 
 
 @pytest.fixture(scope="module")
-def lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("lm") / "cpt", corpus_texts(), seed=1)
+def lm(tiny_lms: tuple[Path, Path]) -> Path:
+    """The cpt tiny LLM of tests/unit/conftest.py."""
+    return tiny_lms[0]
 
 
 def _item_llm(lm: Path, tmp_path: Path, mode: str, **ft: object) -> ItemLLM:

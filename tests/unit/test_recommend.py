@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rec_fixtures import DOMAIN, NoTestMetrics, build_tiny_lm, corpus_texts, tiny_config, write_silver
+from rec_fixtures import DOMAIN, NoTestMetrics, tiny_config
 
 from cprec_core.artifacts import model_fingerprint, read_table, verify
 from cprec_core.paths import serving_dir
@@ -52,11 +52,8 @@ def test_the_served_run_is_the_best_variant_on_valid_then_its_best_seed() -> Non
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    root = tmp_path_factory.mktemp("root")
-    write_silver(root)
-    cpt = build_tiny_lm(root / "lm" / "cpt", corpus_texts(), seed=1)
-    base = build_tiny_lm(root / "lm" / "base", corpus_texts(), seed=2)
+def trained(silver_world: tuple[Path, Path, Path]) -> tuple:
+    root, cpt, base = silver_world
     cfg = tiny_config(root, max_epochs=3, variants=["cpt-top", "sasrec", "popularity"], lr=1e-2)
     cfg.evaluate.seeds = [0, 1]
     finetune_run(cfg, cpt, base)
