@@ -58,8 +58,8 @@ def sweep_leftovers(root: Path) -> list[Path]:
     removed = [p for p in Path(root).rglob(".*.tmp-*") if p.is_dir()]
     removed += [p for p in Path(root).rglob(".*.old-*") if p.is_dir()]
     scratch = scratch_dir(root)
-    if scratch.is_dir():
-        removed += list(scratch.iterdir())
+    if scratch.is_dir():  # an empty directory (DuckDB's spill parent) is no one's leftover: kept
+        removed += [p for p in scratch.iterdir() if not (p.is_dir() and not any(p.iterdir()))]
     for p in removed:
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

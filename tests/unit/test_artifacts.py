@@ -107,3 +107,18 @@ def test_identity_follows_config_inputs_and_code_version() -> None:
     assert identity(config, {"events": "f1", "llm": "f3"}) != key
     assert identity(config, inputs, code=False) != key  # the code version is part of it unless asked not
     assert identity({**config, "events": "f1"}, {"llm": "f2"}) != identity(config, inputs)
+
+
+def test_the_sweep_removes_what_a_killed_writer_left_and_not_an_empty_spill_parent(tmp_path: Path) -> None:
+    from cprec_core.locks import sweep_leftovers
+    from cprec_core.paths import scratch_dir
+
+    spill_parent = scratch_dir(tmp_path) / "duckdb"  # made by every behaviors run, empty after it
+    spill_parent.mkdir(parents=True)
+    staged = scratch_dir(tmp_path) / "ingest-1a2b3c4d"  # a killed ingest's staging
+    (staged / "domain=Toys").mkdir(parents=True)
+    half = tmp_path / "bronze" / ".interactions.tmp-5e6f"  # a killed artifact write
+    half.mkdir(parents=True)
+    assert sorted(p.name for p in sweep_leftovers(tmp_path)) == [".interactions.tmp-5e6f", "ingest-1a2b3c4d"]
+    assert spill_parent.is_dir() and not staged.exists() and not half.exists()
+    assert sweep_leftovers(tmp_path) == []  # nothing to report on the next run
