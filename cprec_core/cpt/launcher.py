@@ -61,11 +61,8 @@ def build_launch_command(launcher: LauncherConfig, entry_args: list[str]) -> lis
     --hostfile (multi-node over ssh/pdsh from node 0) or else --no_ssh --node_rank (run on every
     node), and --no_local_rank: the entry reads LOCAL_RANK from the environment.
     """
-    if launcher.node_rank >= launcher.num_nodes:
-        raise ConfigError(
-            f"cpt.launcher.node_rank={launcher.node_rank} must be < "
-            f"cpt.launcher.num_nodes={launcher.num_nodes}"
-        )
+    if (error := launcher.node_rank_error()) is not None:  # a LauncherConfig outside a Config
+        raise ConfigError(error)
     nproc = str(_procs_per_node(launcher))
     addr, port = launcher.master_addr, str(launcher.master_port)
     if launcher.kind == "torchrun":
