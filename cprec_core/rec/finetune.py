@@ -129,10 +129,27 @@ def run_key(
         "items": verify(SILVER_ITEMS.path(cfg.root)).fingerprint,
         "code": code_version(),
     }
-    model_dir = model_dir_of(variant, cpt_dir, base_dir)
-    if model_dir is not None:
-        parts["llm"] = model_fingerprint(model_dir)
+    llm = llm_fingerprint(variant, cpt_dir, base_dir)
+    if llm is not None:
+        parts["llm"] = llm
     return config_hash(parts)
+
+
+def llm_fingerprint(variant: str, cpt_dir: Path | None, base_dir: Path | None) -> str | None:
+    """model_fingerprint of the LLM a variant reads (None for popularity and SASRec); a missing CPT
+    checkpoint is named as such, with the stage that writes it."""
+    model_dir = model_dir_of(variant, cpt_dir, base_dir)
+    if model_dir is None:
+        return None
+    try:
+        return model_fingerprint(model_dir)
+    except ArtifactError:
+        if checkpoint_of(variant) != "cpt":
+            raise
+        raise ArtifactError(
+            f"{model_dir}: no CPT checkpoint for variant {variant!r} (missing or incomplete): "
+            "run the cpt stage first"
+        ) from None
 
 
 def _ranks_table(data: DomainData, ranks: dict[str, tuple[np.ndarray, np.ndarray]]) -> pa.Table:
@@ -262,6 +279,8 @@ def finetune_run(
     `_manifest.json` written last). Returns {"rec_dir", "runs": [results of the kept runs],
     "selection": {domain: {variant: record}}, "reused": n, "trained": n}.
     """
+    for variant in cfg.finetune.variants:  # a missing checkpoint fails now, not after other variants
+        llm_fingerprint(variant, cpt_dir, base_dir)
     top = rec_dir(cfg)
     top.mkdir(parents=True, exist_ok=True)
     (top / "_manifest.json").unlink(missing_ok=True)  # the directory is incomplete until the end

@@ -115,3 +115,17 @@ def test_job_spec_rejects_a_missing_base_model(tmp_path: Path) -> None:
     cfg = Config.model_validate({"paths": {"root": str(tmp_path)}})
     with pytest.raises(ValueError, match=r"base model=.*nowhere: does not exist"):
         job_spec(cfg, tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_a_missing_cpt_summary_names_the_file_and_the_stage(tmp_path: Path) -> None:
+    from cprec_core.artifacts import ArtifactError
+    from cprec_core.cpt import read_summary
+
+    with pytest.raises(ArtifactError) as err:
+        read_summary(tmp_path / "models" / "cpt" / "demo")
+    assert str(err.value) == (
+        f"{tmp_path / 'models' / 'cpt' / 'demo' / 'summary.json'}: no CPT summary (the checkpoint is "
+        "missing or incomplete): run the cpt stage"
+    )
+    (tmp_path / "summary.json").write_text('{"steps": 3}')
+    assert read_summary(tmp_path) == {"steps": 3}
