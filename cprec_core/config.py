@@ -78,6 +78,17 @@ class SynthConfig(Section):
 
     _check_domains = field_validator("domains")(lambda v: [check_domain_name(d) for d in v])
 
+    @model_validator(mode="after")
+    def _generable(self) -> SynthConfig:
+        if self.n_items_per_domain < self.n_themes:
+            raise ValueError(
+                f"synth.n_items_per_domain={self.n_items_per_domain} must be >= synth.n_themes="
+                f"{self.n_themes}: every theme needs an item in every domain"
+            )
+        if len(set(self.domains)) != len(self.domains) or not self.domains:
+            raise ValueError(f"synth.domains={self.domains}: must be non-empty and without repeats")
+        return self
+
 
 CanonicalField = Literal["user", "item", "timestamp", "rating", "title", "categories", "description"]
 IngestFormat = Literal["amazon2023", "amazon2014", "recbole", "generic", "synthetic"]
@@ -244,6 +255,21 @@ class TinyModelConfig(Section):
     )
     pretrain_eval_every: int = Field(100, ge=1, description="steps between held-out item-line evaluations")
 
+    def head_size_error(self) -> str | None:
+        """Why hidden_size does not split into num_heads heads of an even size (RoPE rotates pairs)."""
+        if self.hidden_size % (2 * self.num_heads) == 0:
+            return None
+        return (
+            f"model.tiny.hidden_size={self.hidden_size} must be a multiple of 2 x "
+            f"model.tiny.num_heads={self.num_heads} (an even head size for RoPE)"
+        )
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> TinyModelConfig:
+        if (error := self.head_size_error()) is not None:
+            raise ValueError(error)
+        return self
+
 
 class ModelConfig(Section):
     path: Path | None = Field(None, description="local HF dir or .gguf file; None = build the tiny model")
@@ -271,6 +297,12 @@ class LauncherConfig(Section):
     socket_ifname: str | None = Field(
         None, description="network interface for gloo/NCCL (GLOO_SOCKET_IFNAME); None = library default"
     )
+
+    def node_rank_error(self) -> str | None:
+        """Why node_rank names no node of the run (None when it does)."""
+        if self.node_rank < self.num_nodes:
+            return None
+        return f"cpt.launcher.node_rank={self.node_rank} must be < cpt.launcher.num_nodes={self.num_nodes}"
 
 
 ScheduleKind = Literal["wsa", "cosine", "wsd", "constant"]
@@ -319,6 +351,12 @@ class CPTConfig(Section):
     launcher: LauncherConfig = LauncherConfig()
 
     @model_validator(mode="after")
+    def _node_rank_in_range(self) -> CPTConfig:
+        if (error := self.launcher.node_rank_error()) is not None:
+            raise ValueError(error)
+        return self
+
+    @model_validator(mode="after")
     def _offload_params_needs_zero3(self) -> CPTConfig:
         if self.offload_params and self.zero_stage != 3:
             raise ValueError(
@@ -342,6 +380,11 @@ SELECTABLE = (
     "dropout",
     "loss",
 )
+
+
+# The keys a choice in finetune.select can change for each kind of variant (others are skipped).
+SASREC_CHOICES = {"lr", "dropout"}
+FROZEN_CHOICES = {"item_pooling", "lr", "item_id_embedding", "temperature", "dropout", "loss"}
 
 
 def check_variant(name: str) -> str:
@@ -462,6 +505,11 @@ class FinetuneConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"finetune.hidden_size={self.hidden_size} must be divisible by "
+                f"finetune.num_heads={self.num_heads}"
+            )
         modes = {m for m in map(self.variant_mode, self.variants) if m is not None}
         if self.item_pooling == "item_token" and "frozen" in modes:
             raise ValueError(
@@ -503,6 +551,30 @@ class FinetuneConfig(Section):
         """Every combination of the `select` grid as finetune overrides ([{}] when none)."""
         keys = list(self.select)
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.select.values())]
+
+
+def choices_for(cfg: Config, variant: str) -> list[dict[str, Any]]:
+    """The distinct finetune.select candidates that can change `variant` ([{}] when none can)."""
+    ft = cfg.finetune
+    mode = ft.variant_mode(variant)
+    if variant == "sasrec":
+        allowed = SASREC_CHOICES
+    elif mode == "frozen":
+        allowed = FROZEN_CHOICES
+    elif mode is not None:
+        allowed = set(ft.select)
+    else:
+        return [{}]  # nothing to train: popularity, zero-shot
+    out: list[dict[str, Any]] = []
+    for cand in ft.candidates():
+        kept = {k: v for k, v in cand.items() if k in allowed}
+        if mode in ("full", "lora"):
+            kept.pop("train_top_layers", None)
+        if mode == "frozen" and kept.get("item_pooling") == "item_token":
+            continue  # a frozen LLM cannot learn the item token
+        if kept not in out:
+            out.append(kept)
+    return out or [{}]
 
 
 class EvaluateConfig(Section):
@@ -617,6 +689,41 @@ class Config(Section):
                 f"finetune.train_top_layers={ft.train_top_layers} exceeds the base model's {layers} layers"
             )
         return self
+
+    @model_validator(mode="after")
+    def _select_choices_are_valid(self) -> Config:
+        """Every choice the finetune stage will try (choices_for), applied as it applies it
+        (with_choice), passes every rule: a bad one fails here, naming its select key and value."""
+        for variant in self.finetune.variants:
+            for choice in choices_for(self, variant):
+                if self._choice_error(variant, choice) is None:
+                    continue
+                one = [{k: v} for k, v in choice.items() if self._choice_error(variant, {k: v})]
+                culprit = one[0] if one else choice  # else only the combination is invalid
+                named = ", ".join(f"finetune.select.{k}={v!r}" for k, v in culprit.items())
+                raise ValueError(f"{named} (variant {variant}): {self._choice_error(variant, culprit)}")
+        return self
+
+    def _choice_error(self, variant: str, choice: dict[str, Any]) -> str | None:
+        try:
+            self.with_choice(variant, choice)
+        except ValidationError as e:
+            return e.errors()[0]["msg"].removeprefix("Value error, ")
+        return None
+
+    def with_choice(self, variant: str, choice: dict[str, Any]) -> Config:
+        """This config as the run of `variant` with the finetune.select `choice` sees it: the choice
+        validated by every rule in a copy whose finetune.variants is that one LLM variant (its choice
+        is its own: item_token on cpt-top beside a cpt-frozen; the copy serves nothing), then applied."""
+        if not choice:
+            return self
+        ft = self.finetune
+        alone = {"variants": [variant], "variant_seeds": {}} if ft.variant_mode(variant) else {}
+        scratch = Config.model_validate(
+            {**dict(self), "finetune": {**ft.model_dump(), **choice, **alone, "select": {}}, "recommend": {}}
+        )
+        chosen = {k: getattr(scratch.finetune, k) for k in choice}
+        return self.model_copy(update={"finetune": ft.model_copy(update=chosen)})
 
     @model_validator(mode="after")
     def _blocks_fit_the_models_positions(self) -> Config:

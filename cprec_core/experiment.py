@@ -23,7 +23,6 @@ and CPT summary.json. Writes <root>/reports/<name>-experiment/ atomically: `metr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +41,7 @@ from cprec_core.artifacts import (
 )
 from cprec_core.claims import Comparison, compare, summarize, write_claims
 from cprec_core.config import Config
+from cprec_core.cpt import read_summary
 from cprec_core.errors import UserError
 from cprec_core.evaluate import (
     CLAIM_TEXT,
@@ -263,7 +263,7 @@ def run_facts(run: PlannedRun, cfg: Config, seconds: float) -> dict[str, Any]:
         "seconds": seconds,
     }
     if run.cpt_seed is not None:
-        cpt = json.loads((cpt_dir(cfg) / "summary.json").read_text())
+        cpt = read_summary(cpt_dir(cfg))
         facts |= {
             "cpt_steps": cpt["steps"],
             "cpt_tokens": cpt["tokens"],

@@ -87,11 +87,8 @@ def build_tiny_model(
     random weights, whose frozen states are a lossless random code of the text (free item ids).
     The vocabulary size is the tokenizer's actual size (at most `cfg.vocab_size`).
     """
-    if cfg.hidden_size % (2 * cfg.num_heads):  # RoPE rotates pairs: the head size must be even
-        raise ModelError(
-            f"model.tiny.hidden_size={cfg.hidden_size} must be a multiple of 2 x "
-            f"model.tiny.num_heads={cfg.num_heads} (an even head size for RoPE)"
-        )
+    if (error := cfg.head_size_error()) is not None:  # checked at load; a model_copy skips that
+        raise ModelError(error)
     texts = list(texts)  # read twice: tokenizer training, then general pre-training
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     eos_id = tokenizer.eos_token_id

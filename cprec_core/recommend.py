@@ -33,7 +33,7 @@ from cprec_core.prompts import item_text
 from cprec_core.rec.baselines import popularity_score_fn
 from cprec_core.rec.build import build_recommender
 from cprec_core.rec.data import DomainData, history_mask, load_domain
-from cprec_core.rec.finetune import ZERO_SHOT, load_runs, model_dir_of, pick_device, with_choice
+from cprec_core.rec.finetune import ZERO_SHOT, load_runs, model_dir_of, pick_device
 from cprec_core.rec.item_encoder import item_embeddings, standardize
 from cprec_core.rec.ranking import SCORE_CELLS, ScoreFn, model_score_fn
 from cprec_core.rec.train import load_trainable
@@ -70,7 +70,7 @@ def scorer(cfg: Config, run: dict[str, Any], data: DomainData, cpt_dir: Path, ba
     if variant == "popularity":
         return popularity_score_fn(data)
     model_dir = model_dir_of(variant, cpt_dir, base_dir)
-    run_cfg = with_choice(cfg, run.get("choice") or {})
+    run_cfg = cfg.with_choice(variant, run.get("choice") or {})
     if variant in ZERO_SHOT:
         texts = data.texts(lambda t, c: item_text(t, c, cfg.corpus.max_title_chars))
         cache = cache_dir(cfg, "item_emb")

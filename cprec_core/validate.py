@@ -60,11 +60,9 @@ class ValidationReport:
         return all(o.success for o in self.outcomes)
 
     def failure_message(self) -> str:
-        lines = [f"{self.artifact}: {sum(not o.success for o in self.outcomes)} expectation(s) failed"]
-        for o in self.outcomes:
-            if not o.success:
-                lines.append(f"  - {o.describe()}; sample rows: {o.sample_rows}")
-        return "\n".join(lines)
+        """One line: the artifact, then each failed expectation with its sample rows."""
+        failed = [f"{o.describe()} (sample rows: {o.sample_rows})" for o in self.outcomes if not o.success]
+        return f"{self.artifact}: {len(failed)} expectation(s) failed: {'; '.join(failed)}"
 
     def to_markdown(self) -> str:
         head = f"### Validation of `{self.artifact}`: {'passed' if self.success else 'FAILED'}\n\n"

@@ -58,7 +58,10 @@ def synth(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
 
     cfg = _load(config, overrides)
     started = time.perf_counter()
-    made = ensure_synthetic(cfg.synth.out_dir, cfg.synth)
+    try:
+        made = ensure_synthetic(cfg.synth.out_dir, cfg.synth)
+    except _user_errors() as e:
+        _fail(str(e))
     state = "written" if made else "already up to date for this synth config"
     console.print(f"{cfg.synth.out_dir}: {state} ({time.perf_counter() - started:.1f} s)")
 

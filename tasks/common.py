@@ -28,7 +28,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from cprec_core.config import Config, OrchestrationConfig
 from cprec_core.schema import Artifact
 from cprec_core.stages import record_stage
-from cprec_core.validate import validate_artifact
+from cprec_core.validate import ValidationFailed, validate_artifact
 
 T = TypeVar("T")
 
@@ -114,7 +114,7 @@ class StageRun:
         report = validate_artifact(artifact, where, suite_params(self.cfg), raise_on_failure=False)
         self.publish(f"validation-{artifact.name}", report.to_markdown(), f"GX suite of {artifact.name}")
         if not report.success:
-            raise RuntimeError(report.failure_message())
+            raise ValidationFailed(report.failure_message())
         self.logger.info(
             "%s: %d rows passed %d expectations", artifact.name, report.rows, len(report.outcomes)
         )

@@ -10,7 +10,6 @@ task only builds and supervises that command and streams its logs."
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import shutil
@@ -24,8 +23,9 @@ from typing import Any
 
 from cprec_core.artifacts import atomic_write_text, identity, model_fingerprint, read_manifest
 from cprec_core.config import Config, ConfigError, LauncherConfig
+from cprec_core.cpt import read_summary
 from cprec_core.cpt.entry import FAILED
-from cprec_core.cpt.train import SUMMARY_FILE, JobSpec
+from cprec_core.cpt.train import JobSpec
 from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 from cprec_core.models import check_model_path
@@ -61,11 +61,8 @@ def build_launch_command(launcher: LauncherConfig, entry_args: list[str]) -> lis
     --hostfile (multi-node over ssh/pdsh from node 0) or else --no_ssh --node_rank (run on every
     node), and --no_local_rank: the entry reads LOCAL_RANK from the environment.
     """
-    if launcher.node_rank >= launcher.num_nodes:
-        raise ConfigError(
-            f"cpt.launcher.node_rank={launcher.node_rank} must be < "
-            f"cpt.launcher.num_nodes={launcher.num_nodes}"
-        )
+    if (error := launcher.node_rank_error()) is not None:  # a LauncherConfig outside a Config
+        raise ConfigError(error)
     nproc = str(_procs_per_node(launcher))
     addr, port = launcher.master_addr, str(launcher.master_port)
     if launcher.kind == "torchrun":
@@ -221,4 +218,4 @@ def run_cpt(
     launch_job(spec, cfg.cpt.launcher, progress, report)
     if cfg.cpt.launcher.node_rank > 0:
         return {"node_rank": cfg.cpt.launcher.node_rank}
-    return json.loads((spec.out_dir / SUMMARY_FILE).read_text())
+    return read_summary(spec.out_dir)

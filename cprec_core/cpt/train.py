@@ -27,7 +27,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from cprec_core.artifacts import atomic_dir, atomic_write_text, finish_manifest
 from cprec_core.config import CPTConfig
-from cprec_core.cpt import checkpoint
+from cprec_core.cpt import SUMMARY_FILE, checkpoint
 from cprec_core.cpt.data import BlockSampler, Position, check_blocks, load_blocks
 from cprec_core.cpt.dsconfig import fill_ds_config
 from cprec_core.cpt.probe import perplexity, probe_texts, target_perplexity
@@ -35,7 +35,6 @@ from cprec_core.models import load_causal_lm
 from cprec_core.schedule import lr_lambda
 
 LOG_FILE = "train_log.jsonl"
-SUMMARY_FILE = "summary.json"
 PLOT_FILE = "loss_lr.png"
 
 

@@ -53,7 +53,7 @@ from cprec_core.artifacts import (
     verify,
     write_table,
 )
-from cprec_core.config import Config, check_variant
+from cprec_core.config import Config, check_variant, choices_for
 from cprec_core.locks import holds_run_lock
 from cprec_core.metrics import mean_metrics
 from cprec_core.paths import cache_dir, rec_dir
@@ -69,10 +69,6 @@ from cprec_core.schema import REC_RANKS, SILVER_EVENTS, SILVER_ITEMS
 
 ZERO_SHOT = {"zero-shot": "cpt", "zero-shot-base": "base"}  # variant -> which checkpoint's embeddings
 SELECT_METRIC = "NDCG@10"
-# The keys a choice in finetune.select can change for each kind of variant (others are skipped).
-SASREC_CHOICES = {"lr", "dropout"}
-FROZEN_CHOICES = {"item_pooling", "lr", "item_id_embedding", "temperature", "dropout", "loss"}
-TRAINED_LLM_ONLY = {"llm_lr", "train_top_layers"}
 
 
 def seed_everything(seed: int) -> None:
@@ -133,10 +129,27 @@ def run_key(
         "events": verify(SILVER_EVENTS.path(cfg.root)).fingerprint,
         "items": verify(SILVER_ITEMS.path(cfg.root)).fingerprint,
     }
-    model_dir = model_dir_of(variant, cpt_dir, base_dir)
-    if model_dir is not None:
-        inputs["llm"] = model_fingerprint(model_dir)
+    llm = llm_fingerprint(variant, cpt_dir, base_dir)
+    if llm is not None:
+        inputs["llm"] = llm
     return identity(config, inputs)
+
+
+def llm_fingerprint(variant: str, cpt_dir: Path | None, base_dir: Path | None) -> str | None:
+    """model_fingerprint of the LLM a variant reads (None for popularity and SASRec); a missing CPT
+    checkpoint is named as such, with the stage that writes it."""
+    model_dir = model_dir_of(variant, cpt_dir, base_dir)
+    if model_dir is None:
+        return None
+    try:
+        return model_fingerprint(model_dir)
+    except ArtifactError:
+        if checkpoint_of(variant) != "cpt":
+            raise
+        raise ArtifactError(
+            f"{model_dir}: no CPT checkpoint for variant {variant!r} (missing or incomplete): "
+            "run the cpt stage first"
+        ) from None
 
 
 def _ranks_table(data: DomainData, ranks: dict[str, tuple[np.ndarray, np.ndarray]]) -> pa.Table:
@@ -244,43 +257,10 @@ def load_run(out_dir: Path) -> dict[str, Any]:
     return {**json.loads((Path(out_dir) / "results.json").read_text()), "out_dir": str(out_dir)}
 
 
-def choices_for(cfg: Config, variant: str) -> list[dict[str, Any]]:
-    """The distinct finetune.select candidates that can change `variant` ([{}] when none can)."""
-    ft = cfg.finetune
-    mode = ft.variant_mode(variant)
-    if variant == "sasrec":
-        allowed = SASREC_CHOICES
-    elif mode == "frozen":
-        allowed = FROZEN_CHOICES
-    elif mode is not None:
-        allowed = set(ft.select)
-    else:
-        return [{}]  # nothing to train: popularity, zero-shot
-    out: list[dict[str, Any]] = []
-    for cand in ft.candidates():
-        kept = {k: v for k, v in cand.items() if k in allowed}
-        if mode in ("full", "lora"):
-            kept.pop("train_top_layers", None)
-        if mode == "frozen" and kept.get("item_pooling") == "item_token":
-            continue  # a frozen LLM cannot learn the item token
-        if kept not in out:
-            out.append(kept)
-    return out or [{}]
-
-
 def select_on_valid(candidates: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
     """The choice whose run scored the best valid NDCG@10 (the first on ties); reads `valid` only."""
     best = max(range(len(candidates)), key=lambda i: (candidates[i][1]["valid"][SELECT_METRIC], -i))
     return candidates[best][0]
-
-
-def with_choice(cfg: Config, choice: dict[str, Any]) -> Config:
-    """`cfg` with finetune overrides applied (validated)."""
-    if not choice:
-        return cfg
-    return cfg.model_copy(
-        update={"finetune": cfg.finetune.model_validate({**cfg.finetune.model_dump(), **choice})}
-    )
 
 
 @holds_run_lock
@@ -299,13 +279,15 @@ def finetune_run(
     `_manifest.json` written last). Returns {"rec_dir", "runs": [results of the kept runs],
     "selection": {domain: {variant: record}}, "reused": n, "trained": n}.
     """
+    for variant in cfg.finetune.variants:  # a missing checkpoint fails now, not after other variants
+        llm_fingerprint(variant, cpt_dir, base_dir)
     top = rec_dir(cfg)
     top.mkdir(parents=True, exist_ok=True)
     (top / "_manifest.json").unlink(missing_ok=True)  # the directory is incomplete until the end
     counts = {"reused": 0, "trained": 0}
 
     def run(domain: str, variant: str, seed: int, choice: dict[str, Any]) -> dict[str, Any]:
-        run_cfg = with_choice(cfg, choice)
+        run_cfg = cfg.with_choice(variant, choice)
         out = run_dir(cfg, domain, variant, seed, choice)
         key = run_key(run_cfg, domain, variant, seed, cpt_dir, base_dir)
         try:

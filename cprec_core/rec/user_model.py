@@ -59,11 +59,6 @@ class SequenceRecommender(Recommender):
         score: Literal["cosine", "dot"],
     ) -> None:
         super().__init__(items, n_items, cfg.temperature, score)
-        if cfg.hidden_size % cfg.num_heads:
-            raise ValueError(
-                f"finetune.hidden_size={cfg.hidden_size} must be divisible by "
-                f"finetune.num_heads={cfg.num_heads}"
-            )
         self.num_heads = cfg.num_heads
         self.pos = nn.Embedding(cfg.max_seq_len, cfg.hidden_size)
         nn.init.normal_(self.pos.weight, std=0.02)  # as the id embeddings: neither drowns the other

@@ -82,3 +82,22 @@ def test_a_stage_error_inside_the_flow_is_one_line_and_exit_2(tmp_path: Path) ->
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     printed = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.startswith("error:")]
     assert printed == [f"error: model.path={missing}: does not exist (a local HF directory or a .gguf file)"]
+
+
+def test_synth_settings_are_checked_at_load_naming_the_keys(tmp_path: Path) -> None:
+    args = ["synth", "--set", f"synth.out_dir={tmp_path}", "--set", "synth.n_items_per_domain=10"]
+    line = one_error_line(runner.invoke(app, [*args, "--set", "synth.n_themes=12"]))
+    assert "synth.n_items_per_domain=10 must be >= synth.n_themes=12" in line
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_synth_turns_a_user_error_into_one_line(tmp_path: Path, monkeypatch) -> None:
+    import cprec_core.ingest.synth as synth
+    from cprec_core.errors import UserError
+
+    def refuse(out_dir: Path, cfg: object) -> bool:
+        raise UserError(f"{out_dir}: cannot write here")
+
+    monkeypatch.setattr(synth, "ensure_synthetic", refuse)
+    line = one_error_line(runner.invoke(app, ["synth", "--set", f"synth.out_dir={tmp_path}"]))
+    assert line == f"error: {tmp_path}: cannot write here"

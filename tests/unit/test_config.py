@@ -117,6 +117,66 @@ def test_finetune_rules_fail_at_load_with_the_key(overrides: list[str], message:
         load_config(None, ["model.tiny.num_layers=2", *overrides])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["synth.n_themes=20", "synth.n_items_per_domain=10"],
+            "defaults: synth.n_items_per_domain=10 must be >= synth.n_themes=20",
+        ),
+        (["synth.domains=[Books, Books]"], "defaults: synth.domains=['Books', 'Books']: must be non-empty"),
+        (["synth.domains=[]"], "defaults: synth.domains=[]: must be non-empty"),
+        (
+            ["finetune.hidden_size=30", "finetune.num_heads=4"],
+            "defaults: finetune.hidden_size=30 must be divisible by finetune.num_heads=4",
+        ),
+        (
+            ["model.tiny.hidden_size=36", "model.tiny.num_heads=4"],
+            "defaults: model.tiny.hidden_size=36 must be a multiple of 2 x model.tiny.num_heads=4",
+        ),
+        (
+            ["cpt.launcher.num_nodes=2", "cpt.launcher.node_rank=2"],
+            "defaults: cpt.launcher.node_rank=2 must be < cpt.launcher.num_nodes=2",
+        ),
+    ],
+)
+def test_cross_key_rules_fail_at_load_naming_the_keys(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+
+
+def test_every_select_choice_is_validated_at_load_as_the_stage_applies_it() -> None:
+    grid = "finetune.select={train_top_layers: [1, 5], lr: [0.001, 0.01]}"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["model.tiny.num_layers=2", "finetune.variants=[cpt-top, sasrec]", grid])
+    assert str(err.value) == (
+        "defaults: finetune.select.train_top_layers=5 (variant cpt-top): finetune.train_top_layers=5 "
+        "exceeds the base model's 2 layers"
+    )
+    # full and lora train every block: train_top_layers is no choice of theirs, so it cannot fail
+    assert load_config(None, ["model.tiny.num_layers=2", "finetune.variants=[cpt-full]", grid])
+
+
+def test_a_select_choice_is_its_variants_own() -> None:
+    """item_token is a choice of cpt-top even beside a cpt-frozen (which never gets it); the run
+    config of that choice has it, the rest of the config as it was."""
+    cfg = load_config(
+        None,
+        [
+            "finetune.variants=[cpt-top, cpt-frozen]",
+            "recommend.variant=cpt-frozen",
+            "finetune.variant_seeds={cpt-frozen: [0]}",
+            "finetune.select={item_pooling: [mean, item_token], lr: [1]}",
+        ],
+    )
+    run = cfg.with_choice("cpt-top", {"item_pooling": "item_token", "lr": 1})
+    assert (run.finetune.item_pooling, run.finetune.lr) == ("item_token", 1.0)
+    assert run.finetune.model_dump(exclude={"item_pooling", "lr"}) == cfg.finetune.model_dump(
+        exclude={"item_pooling", "lr"}
+    )
+    assert run.recommend == cfg.recommend and cfg.with_choice("cpt-top", {}) is cfg
+
+
 def test_a_config_may_mix_encoder_modes_per_variant() -> None:
     cfg = load_config(None, ["finetune.variants=[cpt, base-top, cpt-lora]", "finetune.encoder_mode=full"])
     assert [cfg.finetune.variant_mode(v) for v in cfg.finetune.variants] == ["full", "top", "lora"]

@@ -140,3 +140,17 @@ def test_job_spec_knows_the_base_model_by_its_content_not_its_path(tmp_path: Pat
     (moved / "model.safetensors").write_bytes(b"other weights")
     prepare_work_dir(job_spec(cfg, moved, out))
     assert not marker.exists()
+
+
+def test_a_missing_cpt_summary_names_the_file_and_the_stage(tmp_path: Path) -> None:
+    from cprec_core.artifacts import ArtifactError
+    from cprec_core.cpt import read_summary
+
+    with pytest.raises(ArtifactError) as err:
+        read_summary(tmp_path / "models" / "cpt" / "demo")
+    assert str(err.value) == (
+        f"{tmp_path / 'models' / 'cpt' / 'demo' / 'summary.json'}: no CPT summary (the checkpoint is "
+        "missing or incomplete): run the cpt stage"
+    )
+    (tmp_path / "summary.json").write_text('{"steps": 3}')
+    assert read_summary(tmp_path) == {"steps": 3}

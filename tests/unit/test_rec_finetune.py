@@ -152,6 +152,19 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
     assert _ranks(resumed["out_dir"]) == _ranks(whole["out_dir"])
 
 
+def test_finetune_without_a_cpt_checkpoint_names_it_and_the_stage(tmp_path: Path) -> None:
+    from cprec_core.artifacts import ArtifactError
+
+    cfg = tiny_config(tmp_path, variants=["popularity", "cpt"])
+    missing = tmp_path / "models" / "cpt" / "t"
+    with pytest.raises(ArtifactError) as err:
+        finetune_run(cfg, missing, None)
+    assert str(err.value) == (
+        f"{missing}: no CPT checkpoint for variant 'cpt' (missing or incomplete): run the cpt stage first"
+    )
+    assert not rec_dir(cfg).exists()  # it failed before training anything
+
+
 def test_selection_reads_valid_only() -> None:
     tried = [
         ({"item_pooling": "mean"}, NoTestMetrics(valid={"NDCG@10": 0.30}, test={"NDCG@10": 0.9})),
