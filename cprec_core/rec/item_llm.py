@@ -28,7 +28,6 @@ training and evaluation.
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 
 import torch
@@ -36,11 +35,11 @@ from rich.progress import track
 from safetensors.torch import load, save
 from torch import nn
 
-from cprec_core.artifacts import atomic_write_bytes, model_fingerprint
+from cprec_core.artifacts import atomic_write_bytes
 from cprec_core.config import FinetuneConfig
 from cprec_core.rec.item_encoder import (
-    ITEM_PREFIX,
     _token_mean,
+    item_cache_path,
     item_token_ids,
     length_batches,
     load_item_lm,
@@ -280,12 +279,7 @@ def top_states(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(states entering the top k blocks [sum(lengths), D], per-item sum of the token-means of the
     depths below them [n_items, D]), from one frozen pass or the cache."""
-    h = hashlib.sha256()
-    for part in (model_fingerprint(model_dir), f"top{k}", str(cfg.item_max_tokens), ITEM_PREFIX):
-        h.update(part.encode() + b"\0")
-    for t in texts:
-        h.update(t.encode() + b"\0")
-    path = Path(cache_dir) / f"{h.hexdigest()[:32]}.safetensors"
+    path = item_cache_path(cache_dir, model_dir, texts, cfg, f"top{k}")
     if path.is_file():
         cached = load(path.read_bytes())
         return cached["states"], cached["lower_sum"]
