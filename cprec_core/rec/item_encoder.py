@@ -27,7 +27,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from rich.progress import track
 from safetensors.torch import load, save
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -35,6 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from cprec_core.artifacts import atomic_write_bytes, config_hash, identity, model_fingerprint
 from cprec_core.config import FinetuneConfig
 from cprec_core.errors import UserError
+from cprec_core.progress import progress_counter
 
 ITEM_PREFIX = "Item: "
 
@@ -100,18 +100,19 @@ def encode_texts(
     body = lm.base_model.to(device).eval()  # the decoder without the LM head: no vocab-size logits
     ids = item_token_ids(tokenizer, texts, cfg.item_max_tokens)
     out = torch.empty(len(ids), lm.config.hidden_size)
-    batches = length_batches([len(i) for i in ids], cfg.embed_batch_size)
-    for batch in track(batches, f"encode {len(texts)} items", disable=not progress):
-        width = max(len(ids[i]) for i in batch)
-        x = torch.zeros(len(batch), width, dtype=torch.long)
-        mask = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, i in enumerate(batch):
-            x[row, : len(ids[i])] = torch.tensor(ids[i])
-            mask[row, : len(ids[i])] = 1
-        states = body(
-            input_ids=x.to(device), attention_mask=mask.to(device), output_hidden_states=True
-        ).hidden_states
-        out[batch] = _pool(tuple(h.float() for h in states), mask.to(device), cfg.item_pooling).cpu()
+    with progress_counter(f"encode {len(texts):,} items", len(ids), "items", progress) as advance:
+        for batch in length_batches([len(i) for i in ids], cfg.embed_batch_size):
+            width = max(len(ids[i]) for i in batch)
+            x = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, i in enumerate(batch):
+                x[row, : len(ids[i])] = torch.tensor(ids[i])
+                mask[row, : len(ids[i])] = 1
+            states = body(
+                input_ids=x.to(device), attention_mask=mask.to(device), output_hidden_states=True
+            ).hidden_states
+            out[batch] = _pool(tuple(h.float() for h in states), mask.to(device), cfg.item_pooling).cpu()
+            advance(len(batch))
     return out
 
 
