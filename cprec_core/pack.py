@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from rich.progress import Progress
 from tokenizers import Tokenizer
 
 from cprec_core.artifacts import DatasetWriter, config_hash, parquet_files, read_manifest, sha256_file
@@ -37,6 +36,7 @@ from cprec_core.config import Config
 from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
 from cprec_core.paths import scratch_dir
+from cprec_core.progress import progress_counter
 from cprec_core.schema import GOLD_CORPUS, GOLD_PACKED
 
 if TYPE_CHECKING:
@@ -137,13 +137,15 @@ def _tokenize_to_file(
     """Pass 1: write every document's tokens to `scratch` (int32); return per-document lengths."""
     lengths: list[np.ndarray] = []
     encoded = _encoded(_text_batches(files, cfg.pack.batch_docs), tokenizer_json, cfg.pack.num_proc)
-    # no auto-refresh thread: the pool forks while the bar is open
-    with open(scratch, "wb") as out, Progress(disable=not progress, auto_refresh=False) as bar:
-        task = bar.add_task("tokenize", total=total_docs)
+    # the bar has no refresh thread: the pool forks while it is open
+    with (
+        open(scratch, "wb") as out,
+        progress_counter(f"tokenize {total_docs:,} documents", total_docs, "documents", progress) as advance,
+    ):
         for tokens, doc_lengths in encoded:
             tokens.tofile(out)
             lengths.append(doc_lengths)
-            bar.update(task, advance=len(doc_lengths), refresh=True)
+            advance(len(doc_lengths))
     return np.concatenate(lengths) if lengths else np.empty(0, np.int64)
 
 

@@ -9,12 +9,11 @@ raw sources through the ingest readers' discovery, writes nothing else.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from cprec_core.artifacts import ArtifactError, atomic_write_text, verify
+from cprec_core.artifacts import ArtifactError, atomic_write_text, config_hash, verify
 from cprec_core.config import Config
 from cprec_core.locks import LockBusy, file_lock
 from cprec_core.paths import state_dir
@@ -31,7 +30,8 @@ def domain_fingerprints(cfg: Config) -> dict[str, str]:
     Hashing tens of GB of logs on every check would cost more than ingesting them; size + mtime
     is what rsync and make trust, and rewriting a file changes its mtime. A `synthetic` source's
     files are a function of the `synth` section: they are fingerprinted by it, so computing a key
-    never generates them (ingest does).
+    never generates them (ingest does). Hashed with `config_hash`, without the code version: a
+    code edit is not new raw data.
     """
     from cprec_core.ingest.common import domain_for
     from cprec_core.ingest.run import READERS, no_raw_files
@@ -50,7 +50,7 @@ def domain_fingerprints(cfg: Config) -> dict[str, str]:
             per_domain.setdefault(raw.domain, []).append(f"{raw.path}:{st.st_size}:{st.st_mtime_ns}")
     if not per_domain:
         raise no_raw_files(cfg.ingest)
-    return {d: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest()[:16] for d, v in per_domain.items()}
+    return {d: config_hash(sorted(v)) for d, v in per_domain.items()}
 
 
 def _state_path(cfg: Config) -> Path:

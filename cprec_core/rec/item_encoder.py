@@ -24,18 +24,17 @@ adapter maps them to the user model's width. The modes that train the LLM itself
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
-from rich.progress import track
 from safetensors.torch import load, save
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from cprec_core.artifacts import atomic_write_bytes, model_fingerprint
+from cprec_core.artifacts import atomic_write_bytes, config_hash, identity, model_fingerprint
 from cprec_core.config import FinetuneConfig
 from cprec_core.errors import UserError
+from cprec_core.progress import progress_counter
 
 ITEM_PREFIX = "Item: "
 
@@ -101,19 +100,33 @@ def encode_texts(
     body = lm.base_model.to(device).eval()  # the decoder without the LM head: no vocab-size logits
     ids = item_token_ids(tokenizer, texts, cfg.item_max_tokens)
     out = torch.empty(len(ids), lm.config.hidden_size)
-    batches = length_batches([len(i) for i in ids], cfg.embed_batch_size)
-    for batch in track(batches, f"encode {len(texts)} items", disable=not progress):
-        width = max(len(ids[i]) for i in batch)
-        x = torch.zeros(len(batch), width, dtype=torch.long)
-        mask = torch.zeros(len(batch), width, dtype=torch.long)
-        for row, i in enumerate(batch):
-            x[row, : len(ids[i])] = torch.tensor(ids[i])
-            mask[row, : len(ids[i])] = 1
-        states = body(
-            input_ids=x.to(device), attention_mask=mask.to(device), output_hidden_states=True
-        ).hidden_states
-        out[batch] = _pool(tuple(h.float() for h in states), mask.to(device), cfg.item_pooling).cpu()
+    with progress_counter(f"encode {len(texts):,} items", len(ids), "items", progress) as advance:
+        for batch in length_batches([len(i) for i in ids], cfg.embed_batch_size):
+            width = max(len(ids[i]) for i in batch)
+            x = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for row, i in enumerate(batch):
+                x[row, : len(ids[i])] = torch.tensor(ids[i])
+                mask[row, : len(ids[i])] = 1
+            states = body(
+                input_ids=x.to(device), attention_mask=mask.to(device), output_hidden_states=True
+            ).hidden_states
+            out[batch] = _pool(tuple(h.float() for h in states), mask.to(device), cfg.item_pooling).cpu()
+            advance(len(batch))
     return out
+
+
+def item_cache_path(
+    cache_dir: Path, model_dir: Path, texts: list[str], cfg: FinetuneConfig, what: str
+) -> Path:
+    """The cache file of one encoding (`what`: the pooling, or the top-k split) of these item texts by
+    this checkpoint: its `identity` of the checkpoint's fingerprint, the exact texts, the prompt
+    prefix and the token limit. Without the code version (code=False, as before): every code edit
+    already reruns fine-tuning (its stage key holds it), and this cache is what spares those reruns
+    the LLM pass; what decides the vectors is named here instead."""
+    config = {"encoding": what, "item_max_tokens": cfg.item_max_tokens, "prefix": ITEM_PREFIX}
+    inputs = {"model": model_fingerprint(model_dir), "texts": config_hash(texts)}
+    return Path(cache_dir) / f"{identity(config, inputs, code=False)}.safetensors"
 
 
 def item_embeddings(
@@ -124,13 +137,8 @@ def item_embeddings(
     device: torch.device,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Cached `encode_texts`: one file per (checkpoint fingerprint, pooling, max tokens, texts)."""
-    h = hashlib.sha256()
-    for part in (model_fingerprint(model_dir), cfg.item_pooling, str(cfg.item_max_tokens), ITEM_PREFIX):
-        h.update(part.encode() + b"\0")
-    for t in texts:
-        h.update(t.encode() + b"\0")
-    path = Path(cache_dir) / f"{h.hexdigest()[:32]}.safetensors"
+    """Cached `encode_texts`: one file per `item_cache_path` (checkpoint, texts, pooling, token limit)."""
+    path = item_cache_path(cache_dir, model_dir, texts, cfg, cfg.item_pooling)
     if path.is_file():
         return load(path.read_bytes())["emb"]
     emb = encode_texts(model_dir, texts, cfg, device, progress)

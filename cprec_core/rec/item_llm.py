@@ -28,19 +28,18 @@ training and evaluation.
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 
 import torch
-from rich.progress import track
 from safetensors.torch import load, save
 from torch import nn
 
-from cprec_core.artifacts import atomic_write_bytes, model_fingerprint
+from cprec_core.artifacts import atomic_write_bytes
 from cprec_core.config import FinetuneConfig
+from cprec_core.progress import progress_counter
 from cprec_core.rec.item_encoder import (
-    ITEM_PREFIX,
     _token_mean,
+    item_cache_path,
     item_token_ids,
     length_batches,
     load_item_lm,
@@ -280,12 +279,7 @@ def top_states(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(states entering the top k blocks [sum(lengths), D], per-item sum of the token-means of the
     depths below them [n_items, D]), from one frozen pass or the cache."""
-    h = hashlib.sha256()
-    for part in (model_fingerprint(model_dir), f"top{k}", str(cfg.item_max_tokens), ITEM_PREFIX):
-        h.update(part.encode() + b"\0")
-    for t in texts:
-        h.update(t.encode() + b"\0")
-    path = Path(cache_dir) / f"{h.hexdigest()[:32]}.safetensors"
+    path = item_cache_path(cache_dir, model_dir, texts, cfg, f"top{k}")
     if path.is_file():
         cached = load(path.read_bytes())
         return cached["states"], cached["lower_sum"]
@@ -295,9 +289,9 @@ def top_states(
     lower_sum = torch.zeros(len(ids), decoder.config.hidden_size)
     offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
     decoder.eval()
-    batches = length_batches(lengths.tolist(), cfg.embed_batch_size)
-    with torch.no_grad():
-        for batch in track(batches, f"cache lower states of {len(ids)} items", disable=not progress):
+    label = f"cache lower states of {len(ids):,} items"
+    with torch.no_grad(), progress_counter(label, len(ids), "items", progress) as advance:
+        for batch in length_batches(lengths.tolist(), cfg.embed_batch_size):
             width = int(lengths[batch].max())
             mask = (torch.arange(width).unsqueeze(0) < lengths[batch].unsqueeze(1)).long()
             every = layer_states(decoder, decoder.get_input_embeddings()(ids[batch, :width]), mask)
@@ -305,5 +299,6 @@ def top_states(
                 lower_sum[batch] = torch.stack([_token_mean(s, mask) for s in every[:split]]).sum(0)
             for row, i in enumerate(batch):
                 states[offsets[i] : offsets[i + 1]] = every[split][row, : lengths[i]]
+            advance(len(batch))
     atomic_write_bytes(path, save({"states": states.contiguous(), "lower_sum": lower_sum.contiguous()}))
     return states, lower_sum

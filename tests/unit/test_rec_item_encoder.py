@@ -101,3 +101,20 @@ def test_pooling_by_hand_on_two_layers_and_a_padded_row() -> None:
     assert torch.equal(_pool(states, mask, "mean"), torch.tensor([[20.0], [50.0]]))
     assert torch.equal(_pool(states, mask, "layers"), torch.tensor([[11.0], [27.5]]))
     assert torch.equal(_pool(states, mask, "last"), torch.tensor([[30.0], [60.0]]))
+
+
+def test_encoding_without_a_bar_logs_its_progress(
+    two_models: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # on a worker (no TTY, progress off) the encoding loop still reports, in at most 10 lines
+    import logging
+
+    caplog.set_level(logging.INFO, logger="cprec_core.progress")
+    cfg = tiny_config(tmp_path).finetune.model_copy(update={"embed_batch_size": 1})
+    item_embeddings(two_models[0], TEXTS, cfg, tmp_path / "cache", CPU, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "cprec_core.progress"]
+    assert [line.split(", ")[0] for line in lines] == [
+        "encode 3 items: 33% (1/3 items",
+        "encode 3 items: 66% (2/3 items",
+        "encode 3 items: 100% (3/3 items",
+    ]
