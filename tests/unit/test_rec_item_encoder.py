@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from rec_fixtures import tiny_config
 
@@ -104,14 +105,14 @@ def test_pooling_by_hand_on_two_layers_and_a_padded_row() -> None:
 
 
 def test_encoding_without_a_bar_logs_its_progress(
-    two_models: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tiny_lms: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # on a worker (no TTY, progress off) the encoding loop still reports, in at most 10 lines
     import logging
 
     caplog.set_level(logging.INFO, logger="cprec_core.progress")
     cfg = tiny_config(tmp_path).finetune.model_copy(update={"embed_batch_size": 1})
-    item_embeddings(two_models[0], TEXTS, cfg, tmp_path / "cache", CPU, progress=False)
+    item_embeddings(tiny_lms[0], TEXTS, cfg, tmp_path / "cache", CPU, progress=False)
     lines = [r.getMessage() for r in caplog.records if r.name == "cprec_core.progress"]
     assert [line.split(", ")[0] for line in lines] == [
         "encode 3 items: 33% (1/3 items",
