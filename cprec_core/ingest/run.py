@@ -29,7 +29,6 @@ included, before the first one replaces its predecessor.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from cprec_core.artifacts import (
     atomic_dir,
     config_hash,
     finish_manifest,
+    link_or_copy,
     read_manifest,
 )
 from cprec_core.config import Config, IngestConfig, SourceConfig, check_domain_name
@@ -193,15 +193,6 @@ def ingest_domain(cfg: Config, staging: Path, domain: str, progress: bool = Fals
     return [asdict(r) for r in reports]
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Files of an artifact are never rewritten in place: a hard link is a safe, free copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _listed(artifact: Artifact, root: Path) -> dict[str, Path]:
     """The Parquet files an artifact's manifest lists (never a stray file beside them), by path."""
     directory = artifact.path(root)
@@ -242,7 +233,7 @@ def _fill(
         }
     rows = 0
     for rel, src in sorted(files.items()):
-        _link_or_copy(src, tmp / rel)
+        link_or_copy(src, tmp / rel)
         rows += pq.ParquetFile(tmp / rel).metadata.num_rows
     if not files:  # an empty artifact still has a (zero-row) file and schema
         pq.write_table(artifact.schema.empty_table(), tmp / "part-0.parquet")
