@@ -12,6 +12,13 @@ mixed train sequences → per-step counts from grouped aggregates. Every large j
 window and sort runs on integer keys. Python only orders the SQL files, loops the k-core pass to
 its fixed point and streams the final tables, sorted by their keys, into the artifact writers (so
 two runs write byte-identical files).
+
+Every step but the mixed sequences is per domain, so a rebuild is partial when it can be: the
+domains whose bronze partitions are unchanged since the silver on disk was built (by this code and
+config) keep their silver.events partitions as they are (linked, not rewritten) and their rows of
+the other artifacts; only the changed domains go through the SQL, then the mixed sequences are
+rebuilt over every domain (sql/55_fct_kept). Each file is cut into row groups per partition, so a
+partial rebuild writes the bytes a full one writes.
 """
 
 from __future__ import annotations
@@ -28,7 +35,18 @@ import pyarrow as pa
 from rich.progress import Progress
 
 from cprec_core import sql
-from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_manifest
+from cprec_core.artifacts import (
+    ArtifactError,
+    DatasetWriter,
+    Manifest,
+    code_version,
+    config_hash,
+    parquet_files,
+    partition_files,
+    partition_fingerprints,
+    read_manifest,
+    verify,
+)
 from cprec_core.config import Config
 from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
@@ -53,7 +71,7 @@ CLEANING = (
     "20_int_events",
     "40_int_kcore",
 )
-FINAL = ("50_fct_events", "51_dim_items", "60_fct_mixed", "70_fct_stats")
+FINAL = ("50_fct_events", "51_dim_items", "70_fct_stats")  # per domain; then (55_fct_kept,) 60_fct_mixed
 
 # Final tables of sql/, the artifact each becomes and the columns that sort it as the artifact's
 # key does (surrogate keys follow their ids' order, so the sort hashes no strings).
@@ -63,6 +81,7 @@ OUTPUTS: tuple[tuple[str, Artifact, tuple[str, ...]], ...] = (
     ("fct_mixed", SILVER_MIXED, ("user_key", "position")),
     ("fct_stats", SILVER_STATS, SILVER_STATS.key),
 )
+SILVER = tuple(artifact for _, artifact, _ in OUTPUTS)
 
 
 class BehaviorsError(UserError, ValueError):
@@ -83,15 +102,22 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
 
     The returned dict holds `counts` ({domain: {step: {n_users, n_items, n_events}}}),
     `kcore_iterations` (k-core passes that removed events), `dropped_without_text` ({domain:
-    events dropped because their item has no usable title}), `fingerprints` and `rows` per
-    artifact name, `config_hash`, `seconds` and `step_seconds` (per SQL file and per write).
+    events dropped because their item has no usable title}), `rebuilt_domains` and `kept_domains`
+    (see the module docstring; in a partial rebuild `kcore_iterations` counts the rebuilt domains'
+    passes), `fingerprints` and `rows` per artifact name, `config_hash`, `seconds` and
+    `step_seconds` (per SQL file and per write).
     """
     started = time.perf_counter()
     root = cfg.root
     b = cfg.behaviors
+    inputs = {a.name: read_manifest(a, root).fingerprint for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS)}
+    cfg_hash = behaviors_config_hash(cfg)
+    bronze = bronze_by_domain(root)
+    kept = kept_partitions(cfg, cfg_hash, bronze)
+    rebuilt = [d for d in cfg.all_domains if d not in kept]
     params = {
-        "pretrain": cfg.domains.pretrain,
-        "downstream": cfg.domains.downstream,
+        "pretrain": [d for d in cfg.domains.pretrain if d in rebuilt],
+        "downstream": [d for d in cfg.domains.downstream if d in rebuilt],
         "k": b.k_core,
         "min_title_chars": b.min_title_chars,
         "min_sequence_len": b.min_sequence_len,
@@ -99,11 +125,10 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
         "sample_domains": list(b.user_fraction),
         "sample_fractions": [float(f) for f in b.user_fraction.values()],
     }
-    inputs = {a.name: read_manifest(a, root).fingerprint for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS)}
-    cfg_hash = behaviors_config_hash(cfg)
+    every_domain = {**params, "pretrain": cfg.domains.pretrain, "downstream": cfg.domains.downstream}
     seconds: dict[str, float] = {}
     with _working_db(cfg) as con, Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("behaviors", total=len(CLEANING) + len(FINAL) + len(OUTPUTS) + 2)
+        task = bar.add_task("behaviors", total=len(CLEANING) + len(FINAL) + len(OUTPUTS) + 4)
 
         @contextlib.contextmanager
         def timed(name: str) -> Iterator[None]:
@@ -113,8 +138,9 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
             seconds[name] = round(time.perf_counter() - t0, 3)
             bar.advance(task)
 
-        sql.register_parquet(con, "bronze_interactions", parquet_files(BRONZE_INTERACTIONS, root))
-        sql.register_parquet(con, "bronze_items", parquet_files(BRONZE_ITEMS, root), row_order=True)
+        only = rebuilt if kept else None
+        sql.register_parquet(con, "bronze_interactions", _bronze_files(BRONZE_INTERACTIONS, root, only))
+        sql.register_parquet(con, "bronze_items", _bronze_files(BRONZE_ITEMS, root, only), row_order=True)
         with timed("00_cfg_domains"):
             sql.run(con, "00_cfg_domains", params)
             _check_coverage(con, root)
@@ -126,34 +152,109 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
         for name in FINAL:
             with timed(name):
                 sql.run(con, name, params)
+        with timed("55_fct_kept"):
+            duplicates = _duplicates(con, root, kept)
+            if kept:
+                _register_kept(con, root, kept)
+                sql.run(con, "55_fct_kept", {"kept": list(kept)})
+                sql.run(con, "00_cfg_domains", every_domain)  # the mixed sequences span every domain
+        with timed("60_fct_mixed"):
+            sql.run(con, "60_fct_mixed", every_domain)
         counts = _counts(con)
         _check_no_domain_lost(con, cfg, counts)
         dropped = {d: c["sample"]["n_events"] - c["text"]["n_events"] for d, c in counts.items()}
-        duplicates = {
-            r["domain"]: {k: r[k] for k in ("n_items_with_duplicates", "n_records_set_aside")}
-            for r in sql.query(con, "13_stg_item_duplicates").to_pylist()
-        }
         extra = {
             "kcore_iterations": iterations,
             "dropped_without_text": dropped,
             "duplicate_item_records": duplicates,
             "inputs": inputs,
+            "bronze_by_domain": {d: bronze.get(d) for d in cfg.all_domains},
         }
         manifests = {}
         for table, artifact, order in OUTPUTS:
             with timed(f"write {artifact.name}"):
-                manifests[artifact.name] = _export(con, table, artifact, order, root, cfg_hash, extra)
+                adopt = kept if artifact is SILVER_EVENTS else {}
+                manifests[artifact.name] = _export(con, table, artifact, order, root, cfg_hash, extra, adopt)
     return {
         "counts": counts,
         "kcore_iterations": iterations,
         "dropped_without_text": dropped,
         "duplicate_item_records": duplicates,
+        "rebuilt_domains": rebuilt,
+        "kept_domains": sorted(kept),
         "fingerprints": {name: m.fingerprint for name, m in manifests.items()},
         "rows": {name: m.rows for name, m in manifests.items()},
         "config_hash": cfg_hash,
         "seconds": round(time.perf_counter() - started, 3),
         "step_seconds": seconds,
     }
+
+
+def bronze_by_domain(root: Path) -> dict[str, str]:
+    """domain → fingerprint of its bronze partitions (interactions and items), from the manifests."""
+    inter = partition_fingerprints(read_manifest(BRONZE_INTERACTIONS, root), "domain")
+    items = partition_fingerprints(read_manifest(BRONZE_ITEMS, root), "domain")
+    return {d: config_hash(inter.get(d), items.get(d)) for d in sorted(set(inter) | set(items))}
+
+
+def kept_partitions(cfg: Config, cfg_hash: str, bronze: dict[str, str]) -> dict[str, dict[str, Path]]:
+    """The silver.events partition files of each configured domain that need not be rebuilt: the
+    silver on disk is one complete build by this code and config, from the same bronze partitions
+    of that domain. {} (rebuild every domain) when any of that does not hold, or none changed."""
+    root = cfg.root
+    try:
+        manifests = {a.name: verify(a.path(root)) for a in SILVER}
+    except ArtifactError:
+        return {}
+    events = manifests[SILVER_EVENTS.name]
+    built = events.extra.get("bronze_by_domain")
+    same_build = all(
+        m.config_hash == cfg_hash
+        and m.code_version == code_version()
+        and m.extra.get("bronze_by_domain") == built
+        for m in manifests.values()
+    )
+    if not built or not same_build:
+        return {}
+    parts = partition_files(events, SILVER_EVENTS.path(root), "domain")
+    recorded = events.extra.get("duplicate_item_records", {})
+    kept = {
+        d: parts[d]
+        for d in cfg.all_domains
+        if d in parts and d in recorded and built.get(d) is not None and built.get(d) == bronze.get(d)
+    }
+    return kept if len(kept) < len(cfg.all_domains) else {}  # nothing changed: a plain full rebuild
+
+
+def _bronze_files(artifact: Artifact, root: Path, domains: list[str] | None) -> list[str]:
+    """The bronze files of `domains` only (a partial rebuild reads no other partition); None: all."""
+    if domains is None:
+        return parquet_files(artifact, root)
+    parts = partition_files(read_manifest(artifact, root), artifact.path(root), "domain")
+    return [str(path) for d in sorted(parts) if d in domains for path in sorted(parts[d].values())]
+
+
+def _register_kept(con: duckdb.DuckDBPyConnection, root: Path, kept: dict[str, dict[str, Path]]) -> None:
+    """The silver on disk as views for sql/55_fct_kept: the kept events partitions, items, stats."""
+    files = sorted(str(p) for d in kept for p in kept[d].values())
+    sql.register_parquet(con, "kept_events", files)
+    sql.register_parquet(con, "kept_items", parquet_files(SILVER_ITEMS, root))
+    sql.register_parquet(con, "kept_stats", parquet_files(SILVER_STATS, root))
+
+
+def _duplicates(
+    con: duckdb.DuckDBPyConnection, root: Path, kept: dict[str, dict[str, Path]]
+) -> dict[str, dict[str, int]]:
+    """Per domain, the item records set aside as duplicates: counted now for the rebuilt domains,
+    read from the silver on disk for the kept ones."""
+    counted = {
+        r["domain"]: {k: r[k] for k in ("n_items_with_duplicates", "n_records_set_aside")}
+        for r in sql.query(con, "13_stg_item_duplicates").to_pylist()
+    }
+    if not kept:
+        return counted
+    before = verify(SILVER_EVENTS.path(root)).extra["duplicate_item_records"]
+    return {d: counted.get(d) or before[d] for d in sorted({*counted, *kept})}
 
 
 @contextlib.contextmanager
@@ -256,19 +357,38 @@ def _export(
     root: Path,
     cfg_hash: str,
     extra: dict[str, Any],
+    adopt: dict[str, dict[str, Path]],
 ) -> Manifest:
-    """Stream a final table, sorted by `order` (the artifact's key order), into the artifact.
+    """Stream a final table, sorted by `order` (the artifact's key order), into the artifact; the
+    partitions in `adopt` are taken as they are on disk instead.
 
-    The write is atomic, with a manifest. Table and column names come from this module and
-    schema.py, never from user input.
+    A partitioned artifact is streamed one partition at a time, so its row groups are cut per
+    partition and a partition's file does not depend on the others. The write is atomic, with a
+    manifest. Table and column names come from this module and schema.py, never from user input.
     """
-    query = f"select {', '.join(artifact.schema.names)} from {table} order by {', '.join(order)}"
+    columns = ", ".join(artifact.schema.names)
     with DatasetWriter(artifact, root, cfg_hash) as writer:
-        for chunk in _fixed_chunks(con.sql(query).to_arrow_reader(BATCH_ROWS), BATCH_ROWS):
-            writer.write(chunk)
+        if artifact.partition is None:
+            query = f"select {columns} from {table} order by {', '.join(order)}"
+            _stream(con.sql(query), writer)
+        else:
+            col = artifact.partition
+            values = [r[0] for r in con.sql(f"select distinct {col} from {table}").fetchall()]
+            for value in sorted({*values, *adopt}):
+                if value in adopt:
+                    writer.adopt(adopt[value])
+                    continue
+                rest = ", ".join(c for c in order if c != col)
+                query = f"select {columns} from {table} where {col} = $value order by {rest}"
+                _stream(con.sql(query, params={"value": value}), writer)
         writer.extra.update(extra)
     assert writer.manifest is not None  # set by a clean __exit__
     return writer.manifest
+
+
+def _stream(relation: duckdb.DuckDBPyRelation, writer: DatasetWriter) -> None:
+    for chunk in _fixed_chunks(relation.to_arrow_reader(BATCH_ROWS), BATCH_ROWS):
+        writer.write(chunk)
 
 
 def _fixed_chunks(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.Table]:

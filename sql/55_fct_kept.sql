@@ -1,0 +1,37 @@
+-- A partial rebuild (behaviors.py, only some domains' bronze changed): the final tables of the
+-- rebuilt domains joined with the silver already on disk for the domains kept as they are
+-- (kept_events, kept_items and kept_stats: the previous silver.events partitions of $kept, and the
+-- previous silver.items and silver.stats), so the mixed sequences and the exports see every domain.
+-- Each domain's rows are what a full rebuild gives it: every step before is per domain.
+-- The surrogate keys are renumbered over the joined rows, in id order, as a full rebuild numbers them.
+create or replace table fct_events as
+with
+joined as (
+    select domain, user_id, position, item_id, ts, split from fct_events
+    union all
+    select domain, user_id, position, item_id, ts, split from kept_events
+    where list_contains($kept::varchar[], domain)
+)
+
+select
+    domain, user_id, position, item_id, ts, split,
+    dense_rank() over (order by user_id) as user_key
+from joined;
+
+create or replace table dim_items as
+with
+joined as (
+    select domain, item_id, title, category from dim_items
+    union all
+    select domain, item_id, title, category from kept_items
+    where list_contains($kept::varchar[], domain)
+)
+
+select domain, item_id, title, category, row_number() over (order by domain, item_id) as item_key
+from joined;
+
+create or replace table fct_stats as
+select domain, step, n_users, n_items, n_events from fct_stats
+union all
+select domain, step, n_users, n_items, n_events from kept_stats
+where list_contains($kept::varchar[], domain);
