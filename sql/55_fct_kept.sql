@@ -1,7 +1,7 @@
--- A partial rebuild (behaviors.py, only some domains' bronze changed): the final tables of the
--- rebuilt domains joined with the silver already on disk for the domains kept as they are
--- (kept_events, kept_items and kept_stats: the previous silver.events partitions of $kept, and the
--- previous silver.items and silver.stats), so the mixed sequences and the exports see every domain.
+-- The final tables of the domains built here joined with the silver of the domains built before
+-- (behaviors.py: unchanged since the silver on disk, or built by fan-out tasks): kept_events,
+-- kept_items and kept_stats hold those domains' rows, so the mixed sequences and the exports see
+-- every domain.
 -- Each domain's rows are what a full rebuild gives it: every step before is per domain.
 -- The surrogate keys are renumbered over the joined rows, in id order, as a full rebuild numbers them.
 create or replace table fct_events as
@@ -10,7 +10,6 @@ joined as (
     select domain, user_id, position, item_id, ts, split from fct_events
     union all
     select domain, user_id, position, item_id, ts, split from kept_events
-    where list_contains($kept::varchar[], domain)
 )
 
 select
@@ -24,7 +23,6 @@ joined as (
     select domain, item_id, title, category from dim_items
     union all
     select domain, item_id, title, category from kept_items
-    where list_contains($kept::varchar[], domain)
 )
 
 select domain, item_id, title, category, row_number() over (order by domain, item_id) as item_key
@@ -33,5 +31,4 @@ from joined;
 create or replace table fct_stats as
 select domain, step, n_users, n_items, n_events from fct_stats
 union all
-select domain, step, n_users, n_items, n_events from kept_stats
-where list_contains($kept::varchar[], domain);
+select domain, step, n_users, n_items, n_events from kept_stats;

@@ -50,6 +50,7 @@ from cprec_core.artifacts import (
     read_manifest,
 )
 from cprec_core.config import Config, IngestConfig, SourceConfig, check_domain_name
+from cprec_core.fanout import DomainMap, in_process
 from cprec_core.ingest import amazon2014, amazon2023, generic, recbole
 from cprec_core.ingest.common import FileReport, IngestError, RawFile, ingest_file, printable
 from cprec_core.ingest.synth import ensure_synthetic
@@ -160,16 +161,6 @@ def _remove(directory: Path) -> None:
 def _too_bad(reports: list[FileReport], limit: float) -> FileReport | None:
     over = [r for r in reports if r.bad_fraction > limit]
     return max(over, key=lambda r: (r.bad_fraction, r.quarantined)) if over else None
-
-
-DomainMap = Callable[[Callable[[str], list[dict[str, Any]]], list[str]], list[list[dict[str, Any]]]]
-"""How run_ingest runs `ingest_domain` over the domains: (function of one domain, domains) → its
-results in the same order."""
-
-
-def in_process(fn: Callable[[str], list[dict[str, Any]]], domains: list[str]) -> list[list[dict[str, Any]]]:
-    """The default DomainMap: one domain after the other, in this process."""
-    return [fn(domain) for domain in domains]
 
 
 def ingest_domain(cfg: Config, staging: Path, domain: str, progress: bool = False) -> list[dict[str, Any]]:

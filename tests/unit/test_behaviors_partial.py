@@ -66,3 +66,33 @@ def test_a_changed_setting_or_silver_of_another_build_rebuilds_every_domain(tmp_
         result["fingerprints"]
         == build(tmp_path / "fresh", changed, items, **DOMAINS, k_core=2)["fingerprints"]
     )
+
+
+def test_domains_built_apart_then_joined_equal_one_build(tmp_path: Path) -> None:
+    """The fan-out path (each domain alone into staging, then the join) with fanout.in_process."""
+    from behaviors_fixtures import config
+
+    from cprec_core.behaviors import build_behaviors
+    from cprec_core.fanout import in_process
+
+    events, items = random_bronze(seed=3)
+    whole = build(tmp_path / "whole", events, items, **DOMAINS, k_core=2)
+    build(tmp_path / "apart", events, items, **DOMAINS, k_core=2)  # bronze, and a first silver
+    cfg = config(tmp_path / "apart", DOMAINS["pretrain"], DOMAINS["downstream"], k_core=2)
+    (tmp_path / "apart" / "silver").rename(tmp_path / "old-silver")  # nothing on disk to keep
+    apart = build_behaviors(cfg, map_domains=in_process)
+    assert apart["rebuilt_domains"] == ["A", "B", "C"] and apart["kept_domains"] == []
+    for summary in ("fingerprints", "counts", "kcore_iterations", "duplicate_item_records", "rows"):
+        assert apart[summary] == whole[summary], summary
+    assert whole["kcore_iterations"] >= 1
+    assert not list((tmp_path / "apart" / "tmp").glob("behaviors-*"))  # staging removed
+
+    # a refresh on the fan-out path: only B is built (apart), A and C stay
+    changed = later_and_fewer_in_b(events)
+    fresh = build(tmp_path / "fresh", changed, items, **DOMAINS, k_core=2)
+    build(tmp_path / "apart", changed, items, **DOMAINS, k_core=2)  # new bronze (and an in-process refresh)
+    (tmp_path / "apart" / "silver").rename(tmp_path / "refreshed-silver")
+    (tmp_path / "old-silver").rename(tmp_path / "apart" / "silver")  # back to the silver of `events`
+    again = build_behaviors(cfg, map_domains=in_process)
+    assert again["rebuilt_domains"] == ["B"] and again["kept_domains"] == ["A", "C"]
+    assert again["fingerprints"] == fresh["fingerprints"]
