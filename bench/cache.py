@@ -7,8 +7,12 @@ timed), on synthetic Amazon-2023 files of 7 domains:
   refresh0  `corpus_refresh(config)` (the cprec-refresh flow) right after: a no-op (the cold run
             recorded the raw fingerprints);
   refresh1  one domain's raw files replaced by a new log drop, then `corpus_refresh(config)`:
-            only that domain is re-ingested; behaviors and corpus are rebuilt.
+            only that domain is re-ingested and goes through behaviors' SQL (the others keep their
+            silver partitions); the mixed sequences and the corpus are rebuilt;
+  dask      the cold run again on a fresh run root, ingest's domains on a 2-worker Dask
+            LocalCluster (orchestration.task_runner=dask), cluster start included.
 Per-stage seconds come from wrapping flows.cprec.run_stage (the function both flows call).
+`--sizes` runs it at several sizes (interactions; default 500,000, --quick 20,000).
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ def run_flows(work: str, n: int) -> dict[str, Any]:
     raw, root = work_dir / "raw", work_dir / "root"
     synth = _synth(raw, n, None, 0)
     generate_synthetic(synth)
-    cfg = load_config(None, [f"paths.root={root}", f"ingest.sources=[{{format: amazon2023, path: {raw}}}]"])
-    config = cfg.model_dump(mode="json")
+    source = f"ingest.sources=[{{format: amazon2023, path: {raw}}}]"
+    config = load_config(None, [f"paths.root={root}", source]).model_dump(mode="json")
+    dask = ["orchestration.task_runner=dask", "orchestration.workers=2"]
+    dask_root = f"paths.root={work_dir / 'root-dask'}"
+    on_dask = load_config(None, [dask_root, source, *dask]).model_dump(mode="json")
     stage_s: dict[str, float] = {}
     original = fc.run_stage
 
@@ -63,10 +70,10 @@ def run_flows(work: str, n: int) -> dict[str, Any]:
     warm_up()  # starts the ephemeral Prefect API: not part of any timing
     runs: dict[str, Any] = {}
 
-    def timed(name: str, run: Any = fc.cprec, **kwargs: Any) -> dict[str, Any]:
+    def timed(name: str, run: Any = fc.cprec, conf: dict[str, Any] = config, **kwargs: Any) -> dict[str, Any]:
         stage_s.clear()
         t0 = time.perf_counter()
-        out = run(config=config, **kwargs)
+        out = run(config=conf, **kwargs)
         runs[name] = {"seconds": time.perf_counter() - t0, "stage_seconds": dict(stage_s)}
         return out
 
@@ -79,6 +86,7 @@ def run_flows(work: str, n: int) -> dict[str, Any]:
     for f in staging.iterdir():
         shutil.move(str(f), raw / f.name)  # a new log drop of one domain replaces its files
     out = timed("refresh1", corpus_refresh)
+    timed("dask", conf=on_dask, stages="ingest,behaviors,corpus")  # cold again, ingest on 2 Dask workers
     total = sum(d["interactions"] for d in per_domain.values())
     return {
         "seconds": runs["cold"]["seconds"],
@@ -86,12 +94,16 @@ def run_flows(work: str, n: int) -> dict[str, Any]:
         "changed_domain": CHANGED,
         "changed_share": per_domain[CHANGED]["interactions"] / total,
         "refreshed": out["results"]["ingest"]["refreshed"],
+        "rebuilt": out["results"]["behaviors"]["rebuilt_domains"],
     }
 
 
-def run(work: Path, quick: bool) -> dict[str, Any]:
-    """Run the four flows in a child process with a private PREFECT_HOME."""
-    n = 20_000 if quick else 500_000
+def run(work: Path, quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:
+    """Run the flows at each size (interactions), each in a child process with a private PREFECT_HOME."""
+    return {"sizes": [_one_size(work, n) for n in sizes or [20_000 if quick else 500_000]]}
+
+
+def _one_size(work: Path, n: int) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     res = measure(

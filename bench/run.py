@@ -44,15 +44,15 @@ def _run_one(name: str, results: Path, work: Path, quick: bool, sizes: list[int]
     load = os.getloadavg()
     t0 = time.perf_counter()
     sub = work / name
-    if name == "behaviors":
-        result = behaviors.run(sub, quick, sizes)
+    if name in ("behaviors", "cache"):
+        result = (behaviors if name == "behaviors" else cache).run(sub, quick, sizes)
     elif name == "cpt":
         result = cpt.run(sub, quick, _pack_root(results, work, quick))
     else:
-        modules = {"ingest": ingest, "pack": pack, "ranking": ranking, "cache": cache, "recommend": recommend}
+        modules = {"ingest": ingest, "pack": pack, "ranking": ranking, "recommend": recommend}
         result = modules[name].run(sub, quick)
     command = f".venv/bin/python -m bench.run {'--quick ' if quick else ''}--only {name}"
-    if sizes and name == "behaviors":
+    if sizes and name in ("behaviors", "cache"):
         command += f" --sizes {','.join(map(str, sizes))}"
     record = {
         "name": name,
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--sizes",
         type=_sizes,
-        help="behaviors: interaction counts, e.g. 2000000 or 1000000,10000000 (default 1 M, 10 M, 50 M; "
-        f"pandas and Polars run up to {behaviors.REFERENCE_MAX:,})",
+        help="behaviors and cache: interaction counts, e.g. 2000000 or 1000000,10000000 (behaviors "
+        f"default 1 M, 10 M, 50 M, pandas and Polars up to {behaviors.REFERENCE_MAX:,}; cache 500 k)",
     )
     a = p.parse_args(argv)
     only = [n.strip() for n in a.only.split(",") if n.strip()]

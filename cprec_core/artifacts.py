@@ -211,6 +211,34 @@ def fingerprint_files(files: dict[str, dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
+def partition_files(manifest: Manifest, directory: Path, column: str) -> dict[str, dict[str, Path]]:
+    """The files a manifest lists under each partition (`<column>=<value>/...`), by value then path."""
+    out: dict[str, dict[str, Path]] = {}
+    for rel in manifest.files:
+        head, _, rest = rel.partition("/")
+        name, sep, value = head.partition("=")
+        if rest and sep and name == column:
+            out.setdefault(value, {})[rel] = Path(directory) / rel
+    return out
+
+
+def partition_fingerprints(manifest: Manifest, column: str) -> dict[str, str]:
+    """Content fingerprint of each partition of an artifact (from its manifest, no file read)."""
+    parts = partition_files(manifest, Path("."), column)
+    return {
+        value: fingerprint_files({rel: manifest.files[rel] for rel in rels}) for value, rels in parts.items()
+    }
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Files of an artifact are never rewritten in place: a hard link is a safe, free copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def finish_manifest(
     directory: Path,
     artifact: str,
@@ -280,6 +308,7 @@ class DatasetWriter:
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._ctx: contextlib.AbstractContextManager[Path] | None = None
         self._tmp: Path | None = None
+        self._adopted = False
 
     def __enter__(self) -> DatasetWriter:
         self._ctx = atomic_dir(self.final)
@@ -314,12 +343,24 @@ class DatasetWriter:
                 self._writer_for(f"{col}={value}").write_table(part, row_group_size=self.row_group_size)
         self.rows += table.num_rows
 
+    def adopt(self, files: dict[str, Path]) -> None:
+        """Take one unchanged partition of an earlier version of this artifact as it is (`files`:
+        its paths relative to the artifact, e.g. from `partition_files`), linked, not rewritten."""
+        assert self._tmp is not None
+        for rel, src in sorted(files.items()):
+            part = rel.partition("/")[0]
+            if part in self._writers or (self._tmp / rel).exists():
+                raise ValueError(f"{self.artifact.name}: partition {part} written twice")
+            link_or_copy(src, self._tmp / rel)
+            self.rows += pq.ParquetFile(self._tmp / rel).metadata.num_rows
+            self._adopted = True
+
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._ctx is not None and self._tmp is not None
         for w in self._writers.values():
             w.close()
         if exc_type is None:
-            if not self._writers:  # an empty artifact still has a (zero-row) file and schema
+            if not self._writers and not self._adopted:  # an empty artifact: one zero-row file
                 pq.write_table(self.artifact.schema.empty_table(), self._tmp / "part-0.parquet")
             self.manifest = finish_manifest(
                 self._tmp, self.artifact.name, self.rows, self.artifact.schema, self.cfg_hash, self.extra

@@ -12,26 +12,52 @@ mixed train sequences → per-step counts from grouped aggregates. Every large j
 window and sort runs on integer keys. Python only orders the SQL files, loops the k-core pass to
 its fixed point and streams the final tables, sorted by their keys, into the artifact writers (so
 two runs write byte-identical files).
+
+Every step but the mixed sequences is per domain, so a rebuild is partial when it can be: the
+domains whose bronze partitions are unchanged since the silver on disk was built (by this code and
+config) keep their silver.events partitions as they are (linked, not rewritten) and their rows of
+the other artifacts; only the changed domains go through the SQL, then the mixed sequences are
+rebuilt over every domain (sql/55_fct_kept). Each file is cut into row groups per partition, so a
+partial rebuild writes the bytes a full one writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from cprec_core import sql
-from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_manifest
+from cprec_core.artifacts import (
+    ArtifactError,
+    DatasetWriter,
+    Manifest,
+    code_version,
+    config_hash,
+    parquet_files,
+    partition_files,
+    partition_fingerprints,
+    read_manifest,
+    verify,
+)
 from cprec_core.config import Config
 from cprec_core.errors import UserError
+from cprec_core.fanout import DomainMap
 from cprec_core.locks import holds_run_lock
+from cprec_core.paths import scratch_dir
 from cprec_core.schema import (
     BRONZE_INTERACTIONS,
     BRONZE_ITEMS,
@@ -53,7 +79,7 @@ CLEANING = (
     "20_int_events",
     "40_int_kcore",
 )
-FINAL = ("50_fct_events", "51_dim_items", "60_fct_mixed", "70_fct_stats")
+FINAL = ("50_fct_events", "51_dim_items", "70_fct_stats")  # per domain; then (55_fct_kept,) 60_fct_mixed
 
 # Final tables of sql/, the artifact each becomes and the columns that sort it as the artifact's
 # key does (surrogate keys follow their ids' order, so the sort hashes no strings).
@@ -63,6 +89,7 @@ OUTPUTS: tuple[tuple[str, Artifact, tuple[str, ...]], ...] = (
     ("fct_mixed", SILVER_MIXED, ("user_key", "position")),
     ("fct_stats", SILVER_STATS, SILVER_STATS.key),
 )
+SILVER = tuple(artifact for _, artifact, _ in OUTPUTS)
 
 
 class BehaviorsError(UserError, ValueError):
@@ -77,21 +104,89 @@ def behaviors_config_hash(cfg: Config) -> str:
     return config_hash(cfg.behaviors.model_dump(mode="json", exclude={"duckdb"}), cfg.domains)
 
 
+@dataclass(frozen=True)
+class KeptDomain:
+    """One domain's silver, built earlier (the run on disk, or a fan-out task), taken as it is."""
+
+    events: dict[str, Path]  # its silver.events partition files, by path within the artifact
+    items: list[str]  # the silver.items files that hold its rows (filtered to it when read)
+    stats: list[str]  # the silver.stats files that hold its rows
+    duplicates: dict[str, int]  # its duplicate_item_records entry
+    kcore_iterations: int | None  # its k-core passes; None when built beside other domains
+
+
 @holds_run_lock
-def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
+def build_behaviors(
+    cfg: Config, progress: bool = False, map_domains: DomainMap | None = None
+) -> dict[str, Any]:
     """Build the four silver artifacts from bronze; return counts, k-core passes and fingerprints.
 
+    Only the configured domains whose bronze changed since the silver on disk was built are built
+    again (see the module docstring). With `map_domains` (fanout.py), each of them is built by its
+    own call (a task, on threads or Dask) into a staging directory, then joined here; else they go
+    through one DuckDB in this process.
+
     The returned dict holds `counts` ({domain: {step: {n_users, n_items, n_events}}}),
-    `kcore_iterations` (k-core passes that removed events), `dropped_without_text` ({domain:
-    events dropped because their item has no usable title}), `fingerprints` and `rows` per
-    artifact name, `config_hash`, `seconds` and `step_seconds` (per SQL file and per write).
+    `kcore_iterations` (k-core passes that removed events; in a partial rebuild, the rebuilt domains'
+    passes), `dropped_without_text` ({domain: events dropped because their item has no usable
+    title}), `rebuilt_domains` and `kept_domains`, `fingerprints` and `rows` per artifact name,
+    `config_hash`, `seconds` and `step_seconds` (per SQL file and per write).
     """
     started = time.perf_counter()
     root = cfg.root
+    bronze = bronze_by_domain(root)
+    kept = kept_on_disk(cfg, behaviors_config_hash(cfg), bronze)
+    changed = [d for d in cfg.all_domains if d not in kept]
+    if map_domains is None:
+        summary = _build(cfg, root, changed, kept, bronze, progress)
+    else:
+        staging = scratch_dir(root) / f"behaviors-{uuid.uuid4().hex[:8]}"
+        try:
+            staged = map_domains(partial(stage_domain, cfg, staging), changed)
+            joined = {**kept, **dict(zip(changed, staged, strict=True))}
+            summary = _build(cfg, root, [], joined, bronze, progress)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return {**summary, "rebuilt_domains": changed, "kept_domains": sorted(kept), "seconds": _since(started)}
+
+
+def stage_domain(cfg: Config, staging: Path, domain: str) -> KeptDomain:
+    """One domain's silver, built alone from the run root's bronze into `staging/<domain>` (a
+    fan-out task's work: it writes nothing else, and takes no lock)."""
+    d = cfg.domains
+    only = d.model_copy(
+        update={
+            "pretrain": [domain] if domain in d.pretrain else [],
+            "downstream": [domain] if domain in d.downstream else [],
+        }
+    )
+    out = staging / domain
+    summary = _build(cfg.model_copy(update={"domains": only}), out, [domain], {}, {}, False)
+    return _kept_from(out, domain, summary["kcore_iterations"])
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
+
+
+def _build(
+    cfg: Config,
+    out: Path,
+    rebuilt: list[str],
+    kept: dict[str, KeptDomain],
+    bronze: dict[str, str],
+    progress: bool,
+) -> dict[str, Any]:
+    """Run the SQL over the `rebuilt` domains' bronze (the run root's), join the `kept` domains'
+    silver, and write the four silver artifacts under `out`."""
+    started = time.perf_counter()
+    root = cfg.root
     b = cfg.behaviors
+    inputs = {a.name: read_manifest(a, root).fingerprint for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS)}
+    cfg_hash = behaviors_config_hash(cfg)
     params = {
-        "pretrain": cfg.domains.pretrain,
-        "downstream": cfg.domains.downstream,
+        "pretrain": [d for d in cfg.domains.pretrain if d in rebuilt],
+        "downstream": [d for d in cfg.domains.downstream if d in rebuilt],
         "k": b.k_core,
         "min_title_chars": b.min_title_chars,
         "min_sequence_len": b.min_sequence_len,
@@ -99,11 +194,10 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
         "sample_domains": list(b.user_fraction),
         "sample_fractions": [float(f) for f in b.user_fraction.values()],
     }
-    inputs = {a.name: read_manifest(a, root).fingerprint for a in (BRONZE_INTERACTIONS, BRONZE_ITEMS)}
-    cfg_hash = behaviors_config_hash(cfg)
+    every_domain = {**params, "pretrain": cfg.domains.pretrain, "downstream": cfg.domains.downstream}
     seconds: dict[str, float] = {}
     with _working_db(cfg) as con, Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("behaviors", total=len(CLEANING) + len(FINAL) + len(OUTPUTS) + 2)
+        task = bar.add_task("behaviors", total=len(CLEANING) + len(FINAL) + len(OUTPUTS) + 4)
 
         @contextlib.contextmanager
         def timed(name: str) -> Iterator[None]:
@@ -113,8 +207,9 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
             seconds[name] = round(time.perf_counter() - t0, 3)
             bar.advance(task)
 
-        sql.register_parquet(con, "bronze_interactions", parquet_files(BRONZE_INTERACTIONS, root))
-        sql.register_parquet(con, "bronze_items", parquet_files(BRONZE_ITEMS, root), row_order=True)
+        only = rebuilt if kept else None  # a full build reads all of bronze (its errors name what is there)
+        _register_bronze(con, "bronze_interactions", BRONZE_INTERACTIONS, root, only)
+        _register_bronze(con, "bronze_items", BRONZE_ITEMS, root, only, row_order=True)
         with timed("00_cfg_domains"):
             sql.run(con, "00_cfg_domains", params)
             _check_coverage(con, root)
@@ -122,37 +217,137 @@ def build_behaviors(cfg: Config, progress: bool = False) -> dict[str, Any]:
             with timed(name):
                 sql.run(con, name, params)
         with timed("41_int_kcore_step"):
-            iterations = _kcore(con, b.k_core)
+            passes = [_kcore(con, b.k_core)] if rebuilt else []
         for name in FINAL:
             with timed(name):
                 sql.run(con, name, params)
+        with timed("55_fct_kept"):
+            duplicates = {**_duplicates(con), **{d: k.duplicates for d, k in kept.items()}}
+            if kept:
+                _register_kept(con, kept)
+                sql.run(con, "55_fct_kept")
+                sql.run(con, "00_cfg_domains", every_domain)  # the mixed sequences span every domain
+        with timed("60_fct_mixed"):
+            sql.run(con, "60_fct_mixed", every_domain)
         counts = _counts(con)
         _check_no_domain_lost(con, cfg, counts)
         dropped = {d: c["sample"]["n_events"] - c["text"]["n_events"] for d, c in counts.items()}
-        duplicates = {
-            r["domain"]: {k: r[k] for k in ("n_items_with_duplicates", "n_records_set_aside")}
-            for r in sql.query(con, "13_stg_item_duplicates").to_pylist()
-        }
+        # domains are independent in the k-core: a build of all of them needs the most any one needs
+        iterations = max(
+            [*passes, *(k.kcore_iterations for k in kept.values() if k.kcore_iterations)], default=0
+        )
         extra = {
             "kcore_iterations": iterations,
             "dropped_without_text": dropped,
-            "duplicate_item_records": duplicates,
+            "duplicate_item_records": dict(sorted(duplicates.items())),
             "inputs": inputs,
+            "bronze_by_domain": {d: bronze.get(d) for d in cfg.all_domains},
         }
         manifests = {}
         for table, artifact, order in OUTPUTS:
             with timed(f"write {artifact.name}"):
-                manifests[artifact.name] = _export(con, table, artifact, order, root, cfg_hash, extra)
+                adopt = {d: k.events for d, k in kept.items()} if artifact is SILVER_EVENTS else {}
+                manifests[artifact.name] = _export(con, table, artifact, order, out, cfg_hash, extra, adopt)
     return {
         "counts": counts,
         "kcore_iterations": iterations,
         "dropped_without_text": dropped,
-        "duplicate_item_records": duplicates,
+        "duplicate_item_records": extra["duplicate_item_records"],
         "fingerprints": {name: m.fingerprint for name, m in manifests.items()},
         "rows": {name: m.rows for name, m in manifests.items()},
         "config_hash": cfg_hash,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": _since(started),
         "step_seconds": seconds,
+    }
+
+
+def bronze_by_domain(root: Path) -> dict[str, str]:
+    """domain → fingerprint of its bronze partitions (interactions and items), from the manifests."""
+    inter = partition_fingerprints(read_manifest(BRONZE_INTERACTIONS, root), "domain")
+    items = partition_fingerprints(read_manifest(BRONZE_ITEMS, root), "domain")
+    return {d: config_hash(inter.get(d), items.get(d)) for d in sorted(set(inter) | set(items))}
+
+
+def kept_on_disk(cfg: Config, cfg_hash: str, bronze: dict[str, str]) -> dict[str, KeptDomain]:
+    """The configured domains whose silver on disk can stay: that silver is one complete build by
+    this code and config, from the same bronze partitions of the domain. {} (build every domain)
+    when any of that does not hold, or when no domain changed."""
+    root = cfg.root
+    try:
+        manifests = {a.name: verify(a.path(root)) for a in SILVER}
+    except ArtifactError:
+        return {}
+    built = manifests[SILVER_EVENTS.name].extra.get("bronze_by_domain")
+    same_build = all(
+        m.config_hash == cfg_hash
+        and m.code_version == code_version()
+        and m.extra.get("bronze_by_domain") == built
+        for m in manifests.values()
+    )
+    if not built or not same_build:
+        return {}
+    unchanged = [d for d in cfg.all_domains if built.get(d) is not None and built.get(d) == bronze.get(d)]
+    if len(unchanged) == len(cfg.all_domains):
+        return {}  # nothing changed (the stage reran for another reason): a plain full build
+    return {d: _kept_from(root, d, None) for d in unchanged}
+
+
+def _kept_from(silver_root: Path, domain: str, kcore_iterations: int | None) -> KeptDomain:
+    """One domain of the silver under `silver_root`, as a KeptDomain."""
+    events = read_manifest(SILVER_EVENTS, silver_root)
+    return KeptDomain(
+        events=partition_files(events, SILVER_EVENTS.path(silver_root), "domain").get(domain, {}),
+        items=parquet_files(SILVER_ITEMS, silver_root),
+        stats=parquet_files(SILVER_STATS, silver_root),
+        duplicates=events.extra["duplicate_item_records"][domain],
+        kcore_iterations=kcore_iterations,
+    )
+
+
+def _register_bronze(
+    con: duckdb.DuckDBPyConnection,
+    view: str,
+    artifact: Artifact,
+    root: Path,
+    domains: list[str] | None,
+    row_order: bool = False,
+) -> None:
+    """Bronze of `domains` only (a partial build reads no other partition; None: all of it) as a view."""
+    if domains is None:
+        files = parquet_files(artifact, root)
+    else:
+        parts = partition_files(read_manifest(artifact, root), artifact.path(root), "domain")
+        files = [str(path) for d in sorted(parts) if d in domains for path in sorted(parts[d].values())]
+    if files:
+        sql.register_parquet(con, view, files, row_order=row_order)
+        return
+    empty = artifact.schema.empty_table()  # a join of built domains only: no bronze to read
+    if row_order:
+        empty = empty.append_column("filename", pa.array([], pa.string()))
+        empty = empty.append_column("file_row_number", pa.array([], pa.int64()))
+    con.from_arrow(empty).create_view(view, replace=True)
+
+
+def _register_kept(con: duckdb.DuckDBPyConnection, kept: dict[str, KeptDomain]) -> None:
+    """The kept domains' silver as the views sql/55_fct_kept joins: events, items and stats rows."""
+    sql.register_parquet(con, "kept_events", sorted(str(p) for k in kept.values() for p in k.events.values()))
+    for view, files_of, artifact in (
+        ("kept_items", lambda k: k.items, SILVER_ITEMS),
+        ("kept_stats", lambda k: k.stats, SILVER_STATS),
+    ):
+        rows = [
+            pq.read_table(f, schema=artifact.schema).filter(pc.field("domain") == d)
+            for d, k in sorted(kept.items())
+            for f in files_of(k)
+        ]
+        con.from_arrow(pa.concat_tables(rows)).create_view(view, replace=True)
+
+
+def _duplicates(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:
+    """Per built domain, the item records set aside as duplicates."""
+    return {
+        r["domain"]: {k: r[k] for k in ("n_items_with_duplicates", "n_records_set_aside")}
+        for r in sql.query(con, "13_stg_item_duplicates").to_pylist()
     }
 
 
@@ -256,19 +451,38 @@ def _export(
     root: Path,
     cfg_hash: str,
     extra: dict[str, Any],
+    adopt: dict[str, dict[str, Path]],
 ) -> Manifest:
-    """Stream a final table, sorted by `order` (the artifact's key order), into the artifact.
+    """Stream a final table, sorted by `order` (the artifact's key order), into the artifact; the
+    partitions in `adopt` are taken as they are on disk instead.
 
-    The write is atomic, with a manifest. Table and column names come from this module and
-    schema.py, never from user input.
+    A partitioned artifact is streamed one partition at a time, so its row groups are cut per
+    partition and a partition's file does not depend on the others. The write is atomic, with a
+    manifest. Table and column names come from this module and schema.py, never from user input.
     """
-    query = f"select {', '.join(artifact.schema.names)} from {table} order by {', '.join(order)}"
+    columns = ", ".join(artifact.schema.names)
     with DatasetWriter(artifact, root, cfg_hash) as writer:
-        for chunk in _fixed_chunks(con.sql(query).to_arrow_reader(BATCH_ROWS), BATCH_ROWS):
-            writer.write(chunk)
+        if artifact.partition is None:
+            query = f"select {columns} from {table} order by {', '.join(order)}"
+            _stream(con.sql(query), writer)
+        else:
+            col = artifact.partition
+            values = [r[0] for r in con.sql(f"select distinct {col} from {table}").fetchall()]
+            for value in sorted({*values, *adopt}):
+                if value in adopt:
+                    writer.adopt(adopt[value])
+                    continue
+                rest = ", ".join(c for c in order if c != col)
+                query = f"select {columns} from {table} where {col} = $value order by {rest}"
+                _stream(con.sql(query, params={"value": value}), writer)
         writer.extra.update(extra)
     assert writer.manifest is not None  # set by a clean __exit__
     return writer.manifest
+
+
+def _stream(relation: duckdb.DuckDBPyRelation, writer: DatasetWriter) -> None:
+    for chunk in _fixed_chunks(relation.to_arrow_reader(BATCH_ROWS), BATCH_ROWS):
+        writer.write(chunk)
 
 
 def _fixed_chunks(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.Table]:

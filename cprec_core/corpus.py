@@ -20,6 +20,10 @@ silver.items; writes gold.corpus (partition kind=domain|mixed) and gold.probe.
   documents: the same text and tokens, no behaviour order. gold.probe is never shuffled.
 - Catalogue guard (`catalogue_overlap`): a downstream domain whose item titles also name pretrain
   items beyond corpus.max_downstream_overlap fails the stage; the overlap is in the statistics.
+- Render cache: a pretrain domain's candidate documents and probe candidates depend only on its
+  silver.events partition, its items' text and the rendering settings (`RENDERED`); they are kept
+  under cache/corpus/<domain>/<key> and reused while those are unchanged, so a refresh renders only
+  the changed domains' documents (the mixed documents and the selection are redone every time).
 Rows are sorted by doc_id, so equal inputs and seed give byte-identical Parquet files.
 """
 
@@ -29,6 +33,7 @@ import hashlib
 import itertools
 import logging
 import re
+import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,11 +48,25 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
-from cprec_core.artifacts import DatasetWriter, Manifest, config_hash, parquet_files, read_table, write_table
+from cprec_core.artifacts import (
+    ArtifactError,
+    DatasetWriter,
+    Manifest,
+    atomic_dir,
+    config_hash,
+    finish_manifest,
+    identity,
+    parquet_files,
+    partition_fingerprints,
+    read_manifest,
+    read_table,
+    verify,
+    write_table,
+)
 from cprec_core.config import Config, ConfigError, CorpusConfig
 from cprec_core.errors import UserError
 from cprec_core.locks import holds_run_lock
-from cprec_core.paths import scratch_dir
+from cprec_core.paths import cache_dir, scratch_dir
 from cprec_core.prompts import (
     MIXED_HEADER,
     domain_header,
@@ -68,6 +87,7 @@ from cprec_core.schema import (
 
 log = logging.getLogger(__name__)
 RENDER_CHUNK_ROWS = 100_000  # events rendered per batch of whole users: bounds Python memory
+RENDERED = {"max_items", "window_overlap", "max_title_chars", "probe_docs", "seed"}  # a render's settings
 
 
 class CorpusError(UserError, ValueError):
@@ -267,19 +287,69 @@ def _check_mixed_is_train(mixed: pa.Table, train: pa.Table, domain: str) -> None
         )
 
 
-def _spill(parts: Iterable[pa.Table], tmp: Path, kind: str, name: str) -> _Group:
-    """Write candidate documents to a scratch Parquet file; keep only what selection needs."""
-    path = tmp / f"{kind}-{name}.parquet"
-    doc_ids: list[str] = []
-    chars, n_items = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+def _spill(parts: Iterable[pa.Table], path: Path) -> None:
+    """Write candidate documents to a Parquet file."""
     with pq.ParquetWriter(path, CORPUS_SCHEMA) as writer:
         for docs in parts:
             writer.write_table(docs)
-            doc_ids += docs["doc_id"].to_pylist()
-            chars.append(pc.utf8_length(docs["text"]).to_numpy(zero_copy_only=False).astype(np.int64))
-            n_items.append(docs["n_items"].to_numpy(zero_copy_only=False).astype(np.int64))
+
+
+def _group(path: Path, kind: str, name: str) -> _Group:
+    """The candidate documents of a spill file, with what selection needs (all kept until then)."""
+    doc_ids: list[str] = []
+    chars, n_items = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for batch in pq.ParquetFile(path).iter_batches(
+        batch_size=64 * 1024, columns=["doc_id", "n_items", "text"]
+    ):
+        doc_ids += batch.column("doc_id").to_pylist()
+        chars.append(pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False).astype(np.int64))
+        n_items.append(batch.column("n_items").to_numpy(zero_copy_only=False).astype(np.int64))
     keep = np.ones(len(doc_ids), dtype=bool)
     return _Group(kind, name, path, doc_ids, np.concatenate(chars), np.concatenate(n_items), keep)
+
+
+def _render_domain(events: ds.Dataset, domain: str, lines: pa.Table, c: CorpusConfig, out: Path) -> int:
+    """Render one pretrain domain's candidate documents (docs.parquet) and, with corpus.probe_docs,
+    its probe candidates with their priorities (probe.parquet) into `out`; return the documents."""
+    wanted = (ds.field("domain") == domain) & ds.field("split").isin(["train", "valid"])
+    seq = _attach_lines(events.to_table(filter=wanted), lines, "line", "silver.events", domain)
+    train = seq.filter(pc.equal(seq["split"], "train"))
+    _spill(_window_docs(train, "domain", domain, c), out / "docs.parquet")
+    if c.probe_docs:
+        probe, priority = _probe_docs(seq, domain, c)
+        pq.write_table(
+            probe.append_column("priority", pa.array(priority, pa.uint64())), out / "probe.parquet"
+        )
+    return pq.ParquetFile(out / "docs.parquet").metadata.num_rows
+
+
+def _rendered(
+    cfg: Config, events: ds.Dataset, domain: str, lines: pa.Table, events_fingerprint: str
+) -> tuple[_Group, tuple[pa.Table, np.ndarray] | None]:
+    """One domain's candidate documents and probe candidates: from the render cache when its
+    inputs and settings are unchanged, else rendered into it (the domain's older entries removed)."""
+    c = cfg.corpus
+    settings = {"corpus": c.model_dump(mode="json", include=RENDERED), "domain": domain}
+    text = config_hash(lines["item_id"].to_pylist(), lines["line"].to_pylist())
+    key = identity(settings, {"events": events_fingerprint, "item_text": text})
+    where = cache_dir(cfg, "corpus") / domain
+    entry = where / key
+    try:
+        hit = verify(entry).config_hash == key
+    except ArtifactError:
+        hit = False
+    if not hit:
+        with atomic_dir(entry) as tmp:
+            rows = _render_domain(events, domain, lines, c, tmp)
+            finish_manifest(tmp, "corpus.render", rows, CORPUS_SCHEMA, key, {"domain": domain})
+        for old in where.iterdir():
+            if old.name != key and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+    probe = None
+    if c.probe_docs:
+        table = pq.read_table(entry / "probe.parquet")
+        probe = table.drop_columns(["priority"]), table["priority"].to_numpy()
+    return _group(entry / "docs.parquet", "domain", domain), probe
 
 
 def _kept_docs(g: _Group) -> pa.Table:
@@ -463,17 +533,18 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
         tmp = Path(tmp_dir)
         task = bar.add_task("corpus: render", total=len(pretrain) + 2)
         domain_groups, mixed_parts, probes = [], [], []
+        partitions = partition_fingerprints(read_manifest(SILVER_EVENTS, root), "domain")
         for domain in pretrain:
             bar.update(task, description=f"corpus: {domain}")
             lines = _item_lines(items, domain, c.max_title_chars)
-            wanted = (ds.field("domain") == domain) & ds.field("split").isin(["train", "valid"])
-            seq = _attach_lines(events.to_table(filter=wanted), lines, "line", "silver.events", domain)
-            train = seq.filter(pc.equal(seq["split"], "train"))
+            group, probe = _rendered(cfg, events, domain, lines, partitions.get(domain, "missing"))
+            domain_groups.append(group)
+            if probe is not None:
+                probes.append(probe)
+            wanted = (ds.field("domain") == domain) & (ds.field("split") == "train")
+            train = events.to_table(columns=["user_id", "item_id", "ts"], filter=wanted)
             if train.num_rows == 0:
                 warn(f"domains.pretrain: {domain} has no train events in silver.events")
-            domain_groups.append(_spill(_window_docs(train, "domain", domain, c), tmp, "domain", domain))
-            if c.probe_docs:
-                probes.append(_probe_docs(seq, domain, c))
             mixed_d = mixed_ds.to_table(filter=ds.field("domain") == domain)
             _check_mixed_is_train(mixed_d, train, domain)
             mixed_parts.append(_attach_lines(mixed_d, lines, "mixed_line", "silver.mixed", domain))
@@ -482,7 +553,8 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
         mixed_seq = pa.concat_tables(mixed_parts).sort_by(
             [("user_id", "ascending"), ("position", "ascending")]
         )
-        mixed = _spill(_window_docs(mixed_seq, "mixed", "mixed", c), tmp, "mixed", "mixed")
+        _spill(_window_docs(mixed_seq, "mixed", "mixed", c), tmp / "mixed.parquet")
+        mixed = _group(tmp / "mixed.parquet", "mixed", "mixed")
         bar.advance(task)
 
         _plan_and_select(c, domain_groups, mixed, warn)

@@ -50,7 +50,7 @@ def serving_dir(cfg: Config) -> Path:
     return cfg.root / "serving" / cfg.name
 
 
-def cache_dir(cfg: Config, kind: Literal["item_emb", "item_states"]) -> Path:
+def cache_dir(cfg: Config, kind: Literal["item_emb", "item_states", "corpus"]) -> Path:
     """Reusable derived data of a kind (its entries are keyed by what produced them)."""
     return cfg.root / "cache" / kind
 

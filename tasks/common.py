@@ -19,13 +19,16 @@ from typing import Any, TypeVar
 
 from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from cprec_core.config import Config, OrchestrationConfig
+from cprec_core.fanout import DomainMap
 from cprec_core.schema import Artifact
 from cprec_core.stages import record_stage
 from cprec_core.validate import ValidationFailed, validate_artifact
@@ -60,6 +63,32 @@ def task_runner(orch: OrchestrationConfig) -> TaskRunner:
     if api:  # the worker processes report their task runs to this run's Prefect API
         local["env"] = {"PREFECT_API_URL": api}
     return DaskTaskRunner(cluster_kwargs=local)
+
+
+def fans_out(orch: OrchestrationConfig) -> bool:
+    """Whether stages that can spread their domains over tasks should (more than one worker)."""
+    return orch.task_runner == "dask" or orch.workers > 1
+
+
+@task(name="domain-part", task_run_name="{stage}-{domain}", cache_policy=NONE)
+def domain_part(stage: str, work: Callable[[str], Any], domain: str) -> Any:
+    """One domain's share of a stage's work (`work` is the stage's; the stage task caches)."""
+    return work(domain)
+
+
+def on_task_runner(cfg: Config, stage: str) -> DomainMap:
+    """A stage's DomainMap (cprec_core.fanout): one `<stage>-<domain>` task a domain, on the
+    configured task runner; every task has ended before an error is raised (nothing still writes)."""
+
+    def run(work: Callable[[str], Any], domains: list[str]) -> list[Any]:
+        with task_runner(cfg.orchestration) as runner:
+            futures = [
+                runner.submit(domain_part, {"stage": stage, "work": work, "domain": d}) for d in domains
+            ]
+            wait(futures)
+            return [f.result() for f in futures]
+
+    return run
 
 
 def suite_params(cfg: Config) -> dict[str, Any]:

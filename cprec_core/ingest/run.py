@@ -29,7 +29,6 @@ included, before the first one replaces its predecessor.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -47,9 +46,11 @@ from cprec_core.artifacts import (
     atomic_dir,
     config_hash,
     finish_manifest,
+    link_or_copy,
     read_manifest,
 )
 from cprec_core.config import Config, IngestConfig, SourceConfig, check_domain_name
+from cprec_core.fanout import DomainMap, in_process
 from cprec_core.ingest import amazon2014, amazon2023, generic, recbole
 from cprec_core.ingest.common import FileReport, IngestError, RawFile, ingest_file, printable
 from cprec_core.ingest.synth import ensure_synthetic
@@ -162,16 +163,6 @@ def _too_bad(reports: list[FileReport], limit: float) -> FileReport | None:
     return max(over, key=lambda r: (r.bad_fraction, r.quarantined)) if over else None
 
 
-DomainMap = Callable[[Callable[[str], list[dict[str, Any]]], list[str]], list[list[dict[str, Any]]]]
-"""How run_ingest runs `ingest_domain` over the domains: (function of one domain, domains) → its
-results in the same order."""
-
-
-def in_process(fn: Callable[[str], list[dict[str, Any]]], domains: list[str]) -> list[list[dict[str, Any]]]:
-    """The default DomainMap: one domain after the other, in this process."""
-    return [fn(domain) for domain in domains]
-
-
 def ingest_domain(cfg: Config, staging: Path, domain: str, progress: bool = False) -> list[dict[str, Any]]:
     """Read one domain's raw files into bronze and quarantine partitions under `staging/<domain>`;
     return their reconciliation (one dict per file, as FileReport). Runs wherever the task runner
@@ -191,15 +182,6 @@ def ingest_domain(cfg: Config, staging: Path, domain: str, progress: bool = Fals
             reports.append(ingest_file(f, icfg, writers[f.table].write, quarantine.write, advance))
             bar.remove_task(task)
     return [asdict(r) for r in reports]
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Files of an artifact are never rewritten in place: a hard link is a safe, free copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _listed(artifact: Artifact, root: Path) -> dict[str, Path]:
@@ -242,7 +224,7 @@ def _fill(
         }
     rows = 0
     for rel, src in sorted(files.items()):
-        _link_or_copy(src, tmp / rel)
+        link_or_copy(src, tmp / rel)
         rows += pq.ParquetFile(tmp / rel).metadata.num_rows
     if not files:  # an empty artifact still has a (zero-row) file and schema
         pq.write_table(artifact.schema.empty_table(), tmp / "part-0.parquet")

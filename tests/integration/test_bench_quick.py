@@ -39,9 +39,11 @@ def test_quick_benchmarks_run_and_agree(tmp_path: Path) -> None:
     assert (
         rec["recommend"]["identical"] is True and rec["recommend"]["contenders"]["project"]["users_per_s"] > 0
     )
-    runs = rec["cache"]["runs"]
-    assert set(runs) == {"cold", "rerun", "refresh0", "refresh1"}
-    assert rec["cache"]["refreshed"] == [rec["cache"]["changed_domain"]]  # only that domain re-ingested
+    (cache,) = rec["cache"]["sizes"]
+    runs = cache["runs"]
+    assert set(runs) == {"cold", "rerun", "refresh0", "refresh1", "dask"}
+    assert cache["refreshed"] == [cache["changed_domain"]]  # only that domain re-ingested
+    assert cache["rebuilt"] == [cache["changed_domain"]]  # ... and rebuilt by behaviors' SQL
     assert runs["rerun"]["seconds"] < runs["cold"]["seconds"]  # every stage a cache hit
 
     report = out.read_text()

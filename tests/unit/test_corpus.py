@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +311,7 @@ def test_render_chunks_do_not_change_the_corpus(synth_root: Path, monkeypatch: p
     whole = build_corpus(cfg)
     # 7 events per batch: users are never split, a user longer than 7 events gets a batch alone
     monkeypatch.setattr("cprec_core.corpus.RENDER_CHUNK_ROWS", 7)
+    shutil.rmtree(synth_root / "cache" / "corpus")  # render every domain again, not from the cache
     assert build_corpus(cfg)["corpus_fingerprint"] == whole["corpus_fingerprint"]
 
 
@@ -366,3 +368,31 @@ def test_a_downstream_catalogue_read_in_cpt_is_refused(tmp_path: Path) -> None:
         build_corpus(make_config(tmp_path))
     stats = build_corpus(make_config(tmp_path, max_downstream_overlap=0.7))
     assert stats["catalogue_overlap"]["Food"] == {"items": 3, "titles_in_pretrain": 2, "share": 2 / 3}
+
+
+def test_a_changed_domain_is_rendered_again_and_the_others_come_from_the_render_cache(tmp_path: Path) -> None:
+    events, items = synthetic(300, seed=1)
+    write_silver(tmp_path / "run", events, items)
+    kw = {"max_items": 8, "window_overlap": 2, "mix_ratio": 0.3}
+    build_corpus(make_config(tmp_path / "run", **kw))
+    cache = tmp_path / "run" / "cache" / "corpus"
+    books = next((cache / "Books").iterdir()) / "docs.parquet"
+    toys = next((cache / "Toys").iterdir())
+    books_inode = books.stat().st_ino
+
+    # a refresh changed Toys only: two users' Toys events are gone
+    gone = {"user3", "user4"}
+    changed = [e for e in events if not (e["domain"] == "Toys" and e["user_id"] in gone)]
+    write_silver(tmp_path / "run", changed, items)
+    again = build_corpus(make_config(tmp_path / "run", **kw))
+    write_silver(tmp_path / "fresh", changed, items)
+    fresh = build_corpus(make_config(tmp_path / "fresh", **kw))
+
+    assert again["corpus_fingerprint"] == fresh["corpus_fingerprint"]
+    assert again["probe_fingerprint"] == fresh["probe_fingerprint"]
+    assert books.stat().st_ino == books_inode  # Books: the cached render, untouched
+    assert [p.name for p in (cache / "Toys").iterdir()] != [toys.name]  # Toys: rendered again
+    assert len(list((cache / "Toys").iterdir())) == 1  # ... and its stale entry removed
+    # a rendering setting is part of the key: max_items=6 renders every domain again
+    six = build_corpus(make_config(tmp_path / "run", **{**kw, "max_items": 6}))
+    assert not books.exists() and six["corpus_fingerprint"] != again["corpus_fingerprint"]

@@ -1,0 +1,34 @@
+-- The final tables of the domains built here joined with the silver of the domains built before
+-- (behaviors.py: unchanged since the silver on disk, or built by fan-out tasks): kept_events,
+-- kept_items and kept_stats hold those domains' rows, so the mixed sequences and the exports see
+-- every domain.
+-- Each domain's rows are what a full rebuild gives it: every step before is per domain.
+-- The surrogate keys are renumbered over the joined rows, in id order, as a full rebuild numbers them.
+create or replace table fct_events as
+with
+joined as (
+    select domain, user_id, position, item_id, ts, split from fct_events
+    union all
+    select domain, user_id, position, item_id, ts, split from kept_events
+)
+
+select
+    domain, user_id, position, item_id, ts, split,
+    dense_rank() over (order by user_id) as user_key
+from joined;
+
+create or replace table dim_items as
+with
+joined as (
+    select domain, item_id, title, category from dim_items
+    union all
+    select domain, item_id, title, category from kept_items
+)
+
+select domain, item_id, title, category, row_number() over (order by domain, item_id) as item_key
+from joined;
+
+create or replace table fct_stats as
+select domain, step, n_users, n_items, n_events from fct_stats
+union all
+select domain, step, n_users, n_items, n_events from kept_stats;
