@@ -85,14 +85,18 @@ def test_free_port_is_bindable() -> None:
         s.bind(("127.0.0.1", port))
 
 
-def test_job_spec_change_clears_the_work_dir(tmp_path: Path) -> None:
-    write_table(GOLD_PACKED, tmp_path, pa.table({"input_ids": [[1, 2, 3, 4]]}))
-    cfg = Config.model_validate({"paths": {"root": str(tmp_path)}})
-    out = tmp_path / "models" / "cpt" / "demo"
-    base = tmp_path / "base"
+def cpt_job_world(root: Path, weights: bytes) -> tuple[Config, Path, Path]:
+    """A run root with packed data, a base model dir holding `weights`, and the CPT output dir."""
+    write_table(GOLD_PACKED, root, pa.table({"input_ids": [[1, 2, 3, 4]]}))
+    base = root / "base"
     base.mkdir()
     (base / "config.json").write_text("{}")
-    (base / "model.safetensors").write_bytes(b"")
+    (base / "model.safetensors").write_bytes(weights)
+    return Config.model_validate({"paths": {"root": str(root)}}), base, root / "models" / "cpt" / "demo"
+
+
+def test_job_spec_change_clears_the_work_dir(tmp_path: Path) -> None:
+    cfg, base, out = cpt_job_world(tmp_path, b"")
     spec = job_spec(cfg, base, out)
     assert spec.work_dir == work_dir_for(out.resolve()) == out.resolve().parent / "demo.work"
     prepare_work_dir(spec)
@@ -118,13 +122,7 @@ def test_job_spec_rejects_a_missing_base_model(tmp_path: Path) -> None:
 
 
 def test_job_spec_knows_the_base_model_by_its_content_not_its_path(tmp_path: Path) -> None:
-    write_table(GOLD_PACKED, tmp_path, pa.table({"input_ids": [[1, 2, 3, 4]]}))
-    cfg = Config.model_validate({"paths": {"root": str(tmp_path)}})
-    out = tmp_path / "models" / "cpt" / "demo"
-    base = tmp_path / "base"
-    base.mkdir()
-    (base / "config.json").write_text("{}")
-    (base / "model.safetensors").write_bytes(b"weights")
+    cfg, base, out = cpt_job_world(tmp_path, b"weights")
     spec = job_spec(cfg, base, out)
     prepare_work_dir(spec)
     marker = spec.work_dir / "checkpoints" / "x"
