@@ -321,7 +321,7 @@ def _cache_size(r: dict[str, Any]) -> list[str]:
             else ""
         ),
         "refresh1": f"one-domain refresh ({r['changed_domain']})",
-        "dask": "cold, ingest on a 2-worker Dask LocalCluster (cluster start included)",
+        "dask": "cold, ingest and behaviors on a 2-worker Dask LocalCluster (cluster start included)",
     }
     rows = [
         [

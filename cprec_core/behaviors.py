@@ -136,14 +136,23 @@ def build_behaviors(
     root = cfg.root
     bronze = bronze_by_domain(root)
     kept = kept_on_disk(cfg, behaviors_config_hash(cfg), bronze)
-    changed = [d for d in cfg.all_domains if d not in kept]
+    changed = [d for d in dict.fromkeys(cfg.all_domains) if d not in kept]  # a domain listed twice is one
     if map_domains is None:
         summary = _build(cfg, root, changed, kept, bronze, progress)
     else:
         staging = scratch_dir(root) / f"behaviors-{uuid.uuid4().hex[:8]}"
         try:
-            staged = map_domains(partial(stage_domain, cfg, staging), changed)
-            joined = {**kept, **dict(zip(changed, staged, strict=True))}
+            staged = dict(
+                zip(changed, map_domains(partial(stage_domain, cfg, staging), changed), strict=True)
+            )
+            for domain in staged:  # a remote worker on other code would bring silver of that code
+                built_by = read_manifest(SILVER_EVENTS, staging / domain).code_version
+                if built_by != code_version():
+                    raise BehaviorsError(
+                        f"domain {domain}: built by code {built_by} on a worker, this run is "
+                        f"{code_version()}: every orchestration.dask_address worker must run this checkout"
+                    )
+            joined = {**kept, **staged}
             summary = _build(cfg, root, [], joined, bronze, progress)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -335,10 +344,13 @@ def _register_kept(con: duckdb.DuckDBPyConnection, kept: dict[str, KeptDomain]) 
         ("kept_items", lambda k: k.items, SILVER_ITEMS),
         ("kept_stats", lambda k: k.stats, SILVER_STATS),
     ):
+        takers: dict[str, list[str]] = {}  # file -> the kept domains whose rows it holds: read once
+        for d, k in sorted(kept.items()):
+            for f in files_of(k):
+                takers.setdefault(f, []).append(d)
         rows = [
-            pq.read_table(f, schema=artifact.schema).filter(pc.field("domain") == d)
-            for d, k in sorted(kept.items())
-            for f in files_of(k)
+            pq.read_table(f, schema=artifact.schema).filter(pc.field("domain").isin(ds))
+            for f, ds in sorted(takers.items())
         ]
         con.from_arrow(pa.concat_tables(rows)).create_view(view, replace=True)
 

@@ -122,3 +122,21 @@ def test_the_sweep_removes_what_a_killed_writer_left_and_not_an_empty_spill_pare
     assert sorted(p.name for p in sweep_leftovers(tmp_path)) == [".interactions.tmp-5e6f", "ingest-1a2b3c4d"]
     assert spill_parent.is_dir() and not staged.exists() and not half.exists()
     assert sweep_leftovers(tmp_path) == []  # nothing to report on the next run
+
+
+def test_an_adopted_partition_is_never_written_into(tmp_path: Path) -> None:
+    from cprec_core.artifacts import DatasetWriter, partition_files, read_manifest
+
+    write_table(BRONZE_INTERACTIONS, tmp_path / "old", _events(4))
+    old = read_manifest(BRONZE_INTERACTIONS, tmp_path / "old")
+    parts = partition_files(old, BRONZE_INTERACTIONS.path(tmp_path / "old"), "domain")
+    before = {rel: p.read_bytes() for files in parts.values() for rel, p in files.items()}
+    with pytest.raises(ValueError, match="written twice"), DatasetWriter(BRONZE_INTERACTIONS, tmp_path) as w:
+        for files in parts.values():
+            w.adopt(files)
+        w.write(_events(4))  # rows of the adopted partitions: would truncate the linked live files
+    assert {rel: p.read_bytes() for files in parts.values() for rel, p in files.items()} == before
+    with DatasetWriter(BRONZE_INTERACTIONS, tmp_path) as w:
+        for files in parts.values():
+            w.adopt(files)
+    assert w.manifest is not None and w.manifest.fingerprint == old.fingerprint and w.rows == old.rows
