@@ -4,10 +4,16 @@ GX's pandas engine holds a whole frame in memory (STACK-NOTES: 5 M rows ≈ 1.7 
 artifact is streamed from its verified Parquet files in batches of `batch_rows` rows and each
 batch is validated against the same suite; counts are summed and samples kept from the first
 batches that fail. List columns are validated through derived length columns.
+
+Every expectation holds row by row or within a batch, so a file's result depends on its content
+alone: with `remember`, the files that passed are recorded by content hash and suite under the
+root's state/validated/, and a later validation checks only the files it has not seen pass (a
+refresh's unchanged partitions, linked as they are, are not read again).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,8 +25,9 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cprec_core.artifacts import parquet_files
+from cprec_core.artifacts import atomic_write_text, code_version, config_hash, read_manifest
 from cprec_core.errors import UserError
+from cprec_core.paths import state_dir
 from cprec_core.schema import Artifact
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -54,6 +61,7 @@ class ValidationReport:
     rows: int
     batches: int
     outcomes: list[Outcome]
+    rows_passed_before: int = 0  # rows in files whose content passed this suite before: not read again
 
     @property
     def success(self) -> bool:
@@ -66,7 +74,10 @@ class ValidationReport:
 
     def to_markdown(self) -> str:
         head = f"### Validation of `{self.artifact}`: {'passed' if self.success else 'FAILED'}\n\n"
-        head += f"{self.rows:,} rows in {self.batches} batch(es).\n\n"
+        head += f"{self.rows:,} rows in {self.batches} batch(es)"
+        if self.rows_passed_before:
+            head += f"; {self.rows_passed_before:,} rows in unchanged files passed this suite before"
+        head += ".\n\n"
         rows = ["| expectation | result | unexpected / rows |", "|---|---|---|"]
         for o in self.outcomes:
             args = ", ".join(f"{k}={v}" for k, v in o.kwargs.items())
@@ -147,8 +158,8 @@ def _derived(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _batches(artifact: Artifact, root: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
-    for path in parquet_files(artifact, root):
+def _batches(files: list[Path], batch_rows: int) -> Iterator[pd.DataFrame]:
+    for path in files:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
             if "input_ids" in batch.schema.names:
                 lengths = pc.list_value_length(batch.column("input_ids"))
@@ -191,25 +202,48 @@ def _sample(df: pd.DataFrame, column: str, unexpected: list[Any], n: int = 3) ->
     return [{k: (v[:120] if isinstance(v, str) else v) for k, v in r.items()} for r in rows]
 
 
+def _record_path(artifact: Artifact, root: Path) -> Path:
+    return state_dir(root) / "validated" / f"{artifact.name}.json"
+
+
 def validate_artifact(
     artifact: Artifact,
     root: Path,
     params: dict[str, Any] | None = None,
     batch_rows: int = 1_000_000,
     raise_on_failure: bool = True,
+    remember: bool = False,
 ) -> ValidationReport:
     """Validate an artifact's rows with its GX suite, streaming batches of `batch_rows` rows.
 
     `params` carries the config values a suite needs (min_ts/max_ts, seq_len, max_items,
     min_title_chars). Raises ValidationFailed naming each failed expectation with sample rows.
+    With `remember`, files that passed this suite before (same content hash, same suite and code)
+    are not read again, and the files of a passing artifact are recorded.
     """
     params = params or {}
     expectations = _expectations(artifact.name, params)
     outcomes = [Outcome(cls, kwargs) for cls, kwargs in expectations]
+    manifest = read_manifest(artifact, root)
+    files = {rel: meta["sha256"] for rel, meta in manifest.files.items() if rel.endswith(".parquet")}
+    suite_key = config_hash(expectations, code_version())
+    record = _record_path(artifact, root)
+    seen: set[str] = set()
+    if remember and record.is_file():
+        try:
+            stored = json.loads(record.read_text())
+        except ValueError:  # unreadable: trust nothing, validate everything, write it anew
+            stored = {}
+        seen = set(stored.get("passed", [])) if stored.get("suite") == suite_key else set()
+    directory = artifact.path(root)
+    unseen = [directory / rel for rel, sha in sorted(files.items()) if sha not in seen]
+    passed_before = sum(
+        pq.ParquetFile(directory / rel).metadata.num_rows for rel, sha in files.items() if sha in seen
+    )
     _, _, batch_definition = _gx()
     suite = _suite(artifact.name, params)
     rows = n_batches = 0
-    for df in _batches(artifact, root, batch_rows):
+    for df in _batches(unseen, batch_rows):
         rows += len(df)
         n_batches += 1
         result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)
@@ -223,7 +257,10 @@ def validate_artifact(
                 if not outcome.sample_rows and "column" in outcome.kwargs:
                     partial = res.result.get("partial_unexpected_list", [])
                     outcome.sample_rows = _sample(df, outcome.kwargs["column"], partial)
-    report = ValidationReport(artifact.name, rows, n_batches, outcomes)
+    report = ValidationReport(artifact.name, rows, n_batches, outcomes, passed_before)
+    if remember and report.success:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, json.dumps({"suite": suite_key, "passed": sorted(set(files.values()))}))
     if raise_on_failure and not report.success:
         raise ValidationFailed(report.failure_message())
     return report

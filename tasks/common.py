@@ -140,12 +140,21 @@ class StageRun:
         """Run the artifact's GX suite (under `root`, default the run root); publish the result; fail
         the task on a broken expectation."""
         where = self.cfg.root if root is None else root
-        report = validate_artifact(artifact, where, suite_params(self.cfg), raise_on_failure=False)
+        # the run root's artifacts remember what passed (a refresh re-reads only what moved); a
+        # per-run one elsewhere (serving/<name>) is small and keeps no state beside it
+        remember = root is None
+        report = validate_artifact(
+            artifact, where, suite_params(self.cfg), raise_on_failure=False, remember=remember
+        )
         self.publish(f"validation-{artifact.name}", report.to_markdown(), f"GX suite of {artifact.name}")
         if not report.success:
             raise ValidationFailed(report.failure_message())
         self.logger.info(
-            "%s: %d rows passed %d expectations", artifact.name, report.rows, len(report.outcomes)
+            "%s: %d rows passed %d expectations (and %d rows of unchanged files passed them before)",
+            artifact.name,
+            report.rows,
+            len(report.outcomes),
+            report.rows_passed_before,
         )
 
     def publish(self, name: str, markdown: str, description: str) -> None:

@@ -53,3 +53,28 @@ def test_packed_blocks_must_have_seq_len_tokens(tmp_path: Path) -> None:
     report = validate_artifact(GOLD_PACKED, tmp_path, PARAMS, raise_on_failure=False)
     assert not report.success
     assert report.outcomes[0].unexpected_count == 1
+
+
+def test_remembered_files_are_not_read_again_and_a_changed_one_is(tmp_path: Path) -> None:
+    from cprec_core.artifacts import read_manifest
+
+    two = pa.concat_tables([_events([200, 300], [1.0, 2.0]), _events([400], [3.0])])
+    two = two.set_column(5, "domain", pa.array(["Books", "Books", "Toys"]))
+    write_table(BRONZE_INTERACTIONS, tmp_path, two)
+    first = validate_artifact(BRONZE_INTERACTIONS, tmp_path, PARAMS, remember=True)
+    assert (first.rows, first.rows_passed_before) == (3, 0)
+    again = validate_artifact(BRONZE_INTERACTIONS, tmp_path, PARAMS, remember=True)
+    assert (again.rows, again.batches, again.rows_passed_before) == (0, 0, 3) and again.success
+    assert "3 rows in unchanged files passed this suite before" in again.to_markdown()
+
+    # Toys rewritten with a broken row: only its file is read, and the failure is caught
+    bad = two.set_column(2, "ts", pa.array([200, 300, 50]))
+    write_table(BRONZE_INTERACTIONS, tmp_path, bad)
+    assert len(read_manifest(BRONZE_INTERACTIONS, tmp_path).files) == 2
+    with pytest.raises(ValidationFailed, match=r"column='ts'.*1 of 1 rows"):
+        validate_artifact(BRONZE_INTERACTIONS, tmp_path, PARAMS, remember=True)
+    # another suite (other params) trusts nothing it has not checked itself
+    other = validate_artifact(BRONZE_INTERACTIONS, tmp_path, {**PARAMS, "min_ts": 10}, remember=True)
+    assert (other.rows, other.rows_passed_before) == (3, 0) and other.success
+    # without remember nothing is skipped
+    assert validate_artifact(BRONZE_INTERACTIONS, tmp_path, {**PARAMS, "min_ts": 10}).rows == 3
