@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -149,23 +150,43 @@ def _expectations(artifact: str, params: dict[str, Any]) -> list[tuple[str, dict
     return [(name, {k: v for k, v in kw.items() if v is not None}) for name, kw in suites[artifact]]
 
 
-def _derived(df: pd.DataFrame) -> pd.DataFrame:
-    """Add the length columns that list/text expectations read."""
-    if "text" in df:
-        df["text_chars"] = df["text"].str.len()
+SHOWN_CHARS = 120  # a document's text as GX sees it (and a failure's sample row shows it)
+
+
+def _derived(batch: pa.RecordBatch) -> pd.DataFrame:
+    """The frame a suite reads: the length columns that text expectations read added, a document's
+    text cut to its first SHOWN_CHARS characters (its length, and whether it is null, are kept:
+    GX pickles and hashes every frame it validates, which whole documents made most of the work)."""
+    names = batch.schema.names
+    if "text" in names:
+        text = batch.column("text")
+        batch = batch.set_column(names.index("text"), "text", pc.utf8_slice_codeunits(text, 0, SHOWN_CHARS))
+        batch = batch.append_column("text_chars", pc.utf8_length(text))
+    df = batch.to_pandas()
     if "title" in df and "item_id" in df and "kind" not in df:
         df["title_chars"] = df["title"].str.len()
     return df
 
 
-def _batches(files: list[Path], batch_rows: int) -> Iterator[pd.DataFrame]:
+DERIVED_FROM = {"text_chars": "text", "title_chars": "title", "n_tokens": "input_ids"}
+
+
+def _read_columns(artifact: Artifact, expectations: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The columns a suite reads (derived ones by their source) and the artifact's key, which names
+    a failure's sample rows: GX pickles every frame it validates, so the others stay unread."""
+    used = {c for _, kw in expectations for c in [kw.get("column"), *kw.get("column_list", [])] if c}
+    wanted = {DERIVED_FROM.get(c, c) for c in used} | set(artifact.key)
+    return [c for c in artifact.schema.names if c in wanted]
+
+
+def _batches(files: list[Path], batch_rows: int, columns: list[str]) -> Iterator[pd.DataFrame]:
     for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
             if "input_ids" in batch.schema.names:
                 lengths = pc.list_value_length(batch.column("input_ids"))
                 yield pd.DataFrame({"n_tokens": lengths.to_numpy(zero_copy_only=False)})
             else:
-                yield _derived(batch.to_pandas())
+                yield _derived(batch)
 
 
 @lru_cache(maxsize=1)
@@ -199,7 +220,7 @@ def _sample(df: pd.DataFrame, column: str, unexpected: list[Any], n: int = 3) ->
     mask = df[column].isin(values) if values else df[column].isna()
     shown = [c for c in df.columns if c != "text"] + (["text"] if "text" in df.columns else [])
     rows = df.loc[mask, shown].head(n).to_dict("records")
-    return [{k: (v[:120] if isinstance(v, str) else v) for k, v in r.items()} for r in rows]
+    return [{k: (v[:SHOWN_CHARS] if isinstance(v, str) else v) for k, v in r.items()} for r in rows]
 
 
 def _record_path(artifact: Artifact, root: Path) -> Path:
@@ -243,7 +264,7 @@ def validate_artifact(
     _, _, batch_definition = _gx()
     suite = _suite(artifact.name, params)
     rows = n_batches = 0
-    for df in _batches(unseen, batch_rows):
+    for df in _batches(unseen, batch_rows, _read_columns(artifact, expectations)):
         rows += len(df)
         n_batches += 1
         result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite)

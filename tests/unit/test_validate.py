@@ -78,3 +78,35 @@ def test_remembered_files_are_not_read_again_and_a_changed_one_is(tmp_path: Path
     assert (other.rows, other.rows_passed_before) == (3, 0) and other.success
     # without remember nothing is skipped
     assert validate_artifact(BRONZE_INTERACTIONS, tmp_path, {**PARAMS, "min_ts": 10}).rows == 3
+
+
+def test_the_corpus_suite_reads_lengths_and_names_the_document(tmp_path: Path) -> None:
+    from cprec_core.schema import CORPUS_SCHEMA, GOLD_CORPUS
+
+    long = "Books: 1. " + "a very long line of item text " * 20  # 610 characters
+    rows = [
+        {"doc_id": "d1", "user_id": "u1", "kind": "domain", "domains": ["Books"], "n_items": 1, "text": long},
+        {
+            "doc_id": "d2",
+            "user_id": "u2",
+            "kind": "mixed",
+            "domains": ["Books"],
+            "n_items": 1,
+            "text": "short",
+        },
+    ]
+    write_table(GOLD_CORPUS, tmp_path, pa.Table.from_pylist(rows, schema=CORPUS_SCHEMA))
+    with pytest.raises(ValidationFailed) as err:
+        validate_artifact(GOLD_CORPUS, tmp_path, {"max_items": 20})
+    msg = str(err.value)
+    # the 5-character text is below 20 characters; the row is named by its key, its text shown cut
+    assert "ExpectColumnValuesToBeBetween(column='text_chars', min_value=20" in msg and "1 of 2" in msg
+    assert "'doc_id': 'd2'" in msg and "'text': 'short'" in msg and "user_id" not in msg
+    ok = [rows[0], {**rows[1], "text": "Books: 1. enough text here"}]
+    write_table(GOLD_CORPUS, tmp_path, pa.Table.from_pylist(ok, schema=CORPUS_SCHEMA))
+    assert validate_artifact(GOLD_CORPUS, tmp_path, {"max_items": 20}).success
+    # the length is the whole text's, not the shown cut's: 610 characters break a 500 maximum
+    report = validate_artifact(
+        GOLD_CORPUS, tmp_path, {"max_items": 20, "max_doc_chars": 500}, raise_on_failure=False
+    )
+    assert not report.success and [o.unexpected_count for o in report.outcomes if not o.success] == [1]
