@@ -171,7 +171,7 @@ def stage_domain(cfg: Config, staging: Path, domain: str) -> KeptDomain:
     )
     out = staging / domain
     summary = _build(cfg.model_copy(update={"domains": only}), out, [domain], {}, {}, False)
-    return _kept_from(out, domain, summary["kcore_iterations"])
+    return _kept_from(out, [domain], summary["kcore_iterations"])[domain]
 
 
 def _since(started: float) -> float:
@@ -298,19 +298,24 @@ def kept_on_disk(cfg: Config, cfg_hash: str, bronze: dict[str, str]) -> dict[str
     unchanged = [d for d in cfg.all_domains if built.get(d) is not None and built.get(d) == bronze.get(d)]
     if len(unchanged) == len(cfg.all_domains):
         return {}  # nothing changed (the stage reran for another reason): a plain full build
-    return {d: _kept_from(root, d, None) for d in unchanged}
+    return _kept_from(root, unchanged, None)
 
 
-def _kept_from(silver_root: Path, domain: str, kcore_iterations: int | None) -> KeptDomain:
-    """One domain of the silver under `silver_root`, as a KeptDomain."""
+def _kept_from(silver_root: Path, domains: list[str], kcore_iterations: int | None) -> dict[str, KeptDomain]:
+    """`domains` of the silver under `silver_root`, as KeptDomains (its manifests read once)."""
     events = read_manifest(SILVER_EVENTS, silver_root)
-    return KeptDomain(
-        events=partition_files(events, SILVER_EVENTS.path(silver_root), "domain").get(domain, {}),
-        items=parquet_files(SILVER_ITEMS, silver_root),
-        stats=parquet_files(SILVER_STATS, silver_root),
-        duplicates=events.extra["duplicate_item_records"][domain],
-        kcore_iterations=kcore_iterations,
-    )
+    parts = partition_files(events, SILVER_EVENTS.path(silver_root), "domain")
+    items, stats = parquet_files(SILVER_ITEMS, silver_root), parquet_files(SILVER_STATS, silver_root)
+    return {
+        d: KeptDomain(
+            events=parts.get(d, {}),
+            items=items,
+            stats=stats,
+            duplicates=events.extra["duplicate_item_records"][d],
+            kcore_iterations=kcore_iterations,
+        )
+        for d in domains
+    }
 
 
 def _register_bronze(

@@ -47,6 +47,7 @@ from cprec_core.artifacts import (
     config_hash,
     finish_manifest,
     link_or_copy,
+    partition_files,
     read_manifest,
 )
 from cprec_core.config import Config, IngestConfig, SourceConfig, check_domain_name
@@ -184,12 +185,6 @@ def ingest_domain(cfg: Config, staging: Path, domain: str, progress: bool = Fals
     return [asdict(r) for r in reports]
 
 
-def _listed(artifact: Artifact, root: Path) -> dict[str, Path]:
-    """The Parquet files an artifact's manifest lists (never a stray file beside them), by path."""
-    directory = artifact.path(root)
-    return {rel: directory / rel for rel in read_manifest(artifact, root).files if rel.endswith(".parquet")}
-
-
 def _fill(
     tmp: Path,
     artifact: Artifact,
@@ -205,8 +200,8 @@ def _fill(
     files: dict[str, Path] = {}
     if keep_others:
         # an artifact with no rows has one zero-row file outside any partition: nothing to keep
-        current = [(rel, p) for rel, p in _listed(artifact, root).items() if rel.startswith(f"{col}=")]
-        files |= {rel: p for rel, p in current if rel.split("/")[0].split("=", 1)[1] not in staged_rows}
+        current = partition_files(read_manifest(artifact, root), artifact.path(root), col)
+        files |= {rel: p for d, part in current.items() if d not in staged_rows for rel, p in part.items()}
     for domain, expected in staged_rows.items():
         try:
             staged = read_manifest(artifact, staging / domain)
@@ -219,9 +214,8 @@ def _fill(
             raise IngestError(
                 f"domain {domain}: {staged.rows} {artifact.name} rows staged, its files reported {expected}"
             )
-        files |= {
-            rel: p for rel, p in _listed(artifact, staging / domain).items() if rel.startswith(f"{col}=")
-        }
+        parts = partition_files(staged, artifact.path(staging / domain), col)
+        files |= {rel: p for part in parts.values() for rel, p in part.items()}
     rows = 0
     for rel, src in sorted(files.items()):
         link_or_copy(src, tmp / rel)
