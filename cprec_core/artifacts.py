@@ -268,6 +268,14 @@ def finish_manifest(
     return manifest
 
 
+def update_extra(directory: Path, extra: dict[str, Any]) -> Manifest:
+    """Replace the `extra` of an artifact's manifest (atomically); its files and fingerprint stay."""
+    manifest = Manifest.load(directory)
+    manifest.extra = extra
+    atomic_write_text(Path(directory) / MANIFEST, manifest.to_json())
+    return manifest
+
+
 def verify(directory: Path, deep: bool = False) -> Manifest:
     """Load the manifest and check every listed file exists with its size (and hash if deep)."""
     directory = Path(directory)

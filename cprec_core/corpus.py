@@ -24,6 +24,9 @@ silver.items; writes gold.corpus (partition kind=domain|mixed) and gold.probe.
   silver.events partition, its items' text and the rendering settings (`RENDERED`); they are kept
   under cache/corpus/<domain>/<key> and reused while those are unchanged, so a refresh renders only
   the changed domains' documents (the mixed documents and the selection are redone every time).
+- Unchanged inputs (`inputs_key`: every pretrain domain's render key, silver.mixed's fingerprint,
+  the corpus and domain settings, the code): gold.corpus and gold.probe stay as they are, only the
+  catalogue guard runs again. A refresh of a downstream domain changes no byte of the corpus.
 Rows are sorted by doc_id, so equal inputs and seed give byte-identical Parquet files.
 """
 
@@ -60,6 +63,7 @@ from cprec_core.artifacts import (
     partition_fingerprints,
     read_manifest,
     read_table,
+    update_extra,
     verify,
     write_table,
 )
@@ -323,15 +327,21 @@ def _render_domain(events: ds.Dataset, domain: str, lines: pa.Table, c: CorpusCo
     return pq.ParquetFile(out / "docs.parquet").metadata.num_rows
 
 
-def _rendered(
-    cfg: Config, events: ds.Dataset, domain: str, lines: pa.Table, events_fingerprint: str
-) -> tuple[_Group, tuple[pa.Table, np.ndarray] | None]:
-    """One domain's candidate documents and probe candidates: from the render cache when its
-    inputs and settings are unchanged, else rendered into it (the domain's older entries removed)."""
-    c = cfg.corpus
+def _render_key(c: CorpusConfig, domain: str, lines: pa.Table, events_fingerprint: str) -> str:
+    """What one domain's rendered documents depend on: its silver.events partition, its items'
+    text, the rendering settings and the code."""
     settings = {"corpus": c.model_dump(mode="json", include=RENDERED), "domain": domain}
     text = config_hash(lines["item_id"].to_pylist(), lines["line"].to_pylist())
-    key = identity(settings, {"events": events_fingerprint, "item_text": text})
+    return identity(settings, {"events": events_fingerprint, "item_text": text})
+
+
+def _rendered(
+    cfg: Config, events: ds.Dataset, domain: str, lines: pa.Table, key: str
+) -> tuple[_Group, tuple[pa.Table, np.ndarray] | None]:
+    """One domain's candidate documents and probe candidates: from the render cache when its
+    inputs and settings are unchanged (`key`, `_render_key`), else rendered into it (the domain's
+    older entries removed)."""
+    c = cfg.corpus
     where = cache_dir(cfg, "corpus") / domain
     entry = where / key
     try:
@@ -525,6 +535,17 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
             f"silver.mixed holds domains {stray} that are not in domains.pretrain {pretrain}: "
             "only pretrain train events may reach the corpus (rerun behaviors with this config)"
         )
+    partitions = partition_fingerprints(read_manifest(SILVER_EVENTS, root), "domain")
+    lines = {d: _item_lines(items, d, c.max_title_chars) for d in pretrain}
+    render_keys = {d: _render_key(c, d, lines[d], partitions.get(d, "missing")) for d in pretrain}
+    inputs_key = identity(
+        {"corpus": c.model_dump(mode="json"), "domains": cfg.domains.model_dump(mode="json")},
+        {"renders": config_hash(render_keys), "mixed": read_manifest(SILVER_MIXED, root).fingerprint},
+    )
+    kept = _kept_corpus(cfg, inputs_key, overlap)
+    if kept is not None:
+        log.info("corpus: inputs unchanged since gold.corpus was built: kept as it is")
+        return kept
     scratch_dir(root).mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="corpus-", dir=scratch_dir(root)) as tmp_dir,
@@ -533,11 +554,9 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
         tmp = Path(tmp_dir)
         task = bar.add_task("corpus: render", total=len(pretrain) + 2)
         domain_groups, mixed_parts, probes = [], [], []
-        partitions = partition_fingerprints(read_manifest(SILVER_EVENTS, root), "domain")
         for domain in pretrain:
             bar.update(task, description=f"corpus: {domain}")
-            lines = _item_lines(items, domain, c.max_title_chars)
-            group, probe = _rendered(cfg, events, domain, lines, partitions.get(domain, "missing"))
+            group, probe = _rendered(cfg, events, domain, lines[domain], render_keys[domain])
             domain_groups.append(group)
             if probe is not None:
                 probes.append(probe)
@@ -547,7 +566,7 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
                 warn(f"domains.pretrain: {domain} has no train events in silver.events")
             mixed_d = mixed_ds.to_table(filter=ds.field("domain") == domain)
             _check_mixed_is_train(mixed_d, train, domain)
-            mixed_parts.append(_attach_lines(mixed_d, lines, "mixed_line", "silver.mixed", domain))
+            mixed_parts.append(_attach_lines(mixed_d, lines[domain], "mixed_line", "silver.mixed", domain))
             bar.advance(task)
         bar.update(task, description="corpus: mixed")
         mixed_seq = pa.concat_tables(mixed_parts).sort_by(
@@ -565,8 +584,9 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
                 f"{sum(stats['documents_available']['domain'].values())}, mixed documents available "
                 f"{stats['documents_available']['mixed']} (pretrain domains {pretrain})"
             )
-        probe = _write_probe(cfg, probes)
+        probe = _write_probe(cfg, probes, inputs_key)
         stats.update(
+            inputs_key=inputs_key,
             probe_documents=probe.rows,
             warnings=warnings,
             shuffled_lines=c.shuffle_lines,
@@ -595,7 +615,22 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
     return stats
 
 
-def _write_probe(cfg: Config, probes: list[tuple[pa.Table, np.ndarray]]) -> Manifest:
+def _kept_corpus(cfg: Config, inputs_key: str, overlap: dict[str, Any]) -> dict[str, Any] | None:
+    """The statistics of gold.corpus and gold.probe on disk when both were built from `inputs_key`
+    (their files kept; the catalogue overlap, which reads downstream items, updated in the
+    manifest), else None."""
+    try:
+        corpus, probe = (verify(a.path(cfg.root)) for a in (GOLD_CORPUS, GOLD_PROBE))
+    except ArtifactError:
+        return None
+    if corpus.extra.get("inputs_key") != inputs_key or probe.extra.get("inputs_key") != inputs_key:
+        return None
+    if corpus.extra.get("catalogue_overlap") != overlap:
+        corpus = update_extra(GOLD_CORPUS.path(cfg.root), {**corpus.extra, "catalogue_overlap": overlap})
+    return {**corpus.extra, "corpus_fingerprint": corpus.fingerprint, "probe_fingerprint": probe.fingerprint}
+
+
+def _write_probe(cfg: Config, probes: list[tuple[pa.Table, np.ndarray]], inputs_key: str) -> Manifest:
     """Keep the `probe_docs` lowest-priority candidates over all domains; write gold.probe sorted."""
     c = cfg.corpus
     if probes:
@@ -606,4 +641,5 @@ def _write_probe(cfg: Config, probes: list[tuple[pa.Table, np.ndarray]]) -> Mani
         table = CORPUS_SCHEMA.empty_table()
     table = table.sort_by([("doc_id", "ascending")])
     extra = {"probe_documents": table.num_rows, "probe_docs_requested": c.probe_docs}
+    extra["inputs_key"] = inputs_key
     return write_table(GOLD_PROBE, cfg.root, table, config_hash(c, cfg.domains), extra)

@@ -17,7 +17,7 @@ from cprec_core.artifacts import ArtifactError, atomic_write_text, config_hash, 
 from cprec_core.config import Config
 from cprec_core.locks import LockBusy, file_lock
 from cprec_core.paths import state_dir
-from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS
+from cprec_core.schema import BRONZE_INTERACTIONS, BRONZE_ITEMS, GOLD_CORPUS
 
 
 class RefreshBusy(LockBusy):
@@ -74,6 +74,15 @@ def ingest_scope(cfg: Config, changed: list[str]) -> list[str] | None:
     except ArtifactError:
         return None
     return changed
+
+
+def corpus_fingerprint(cfg: Config) -> str | None:
+    """gold.corpus's content fingerprint, None when there is none: a refresh that leaves it as it
+    was (a downstream domain's new logs) gives CPT nothing new."""
+    try:
+        return verify(GOLD_CORPUS.path(cfg.root)).fingerprint
+    except ArtifactError:
+        return None
 
 
 def save_fingerprints(cfg: Config, fingerprints: dict[str, str]) -> None:

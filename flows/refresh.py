@@ -1,7 +1,8 @@
 """The `cprec-refresh` flow, incremental corpus refresh (deployment `cprec-refresh/corpus-refresh`,
 hourly and when logs arrive; `cprec refresh`): re-ingest only changed domains, rebuild the joins and
 the corpus through the same stage tasks and caches as the `cprec` flow, and emit
-`cprec.corpus.updated` so that a deployment trigger can start CPT.
+`cprec.corpus.updated` so that a deployment trigger can start CPT — only when gold.corpus's content
+changed (new logs of a downstream domain refresh bronze and silver, and leave the corpus as it was).
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from prefect.events import emit_event
 
 import flows.cprec as pipeline  # its run_stage, looked up at call time: one stage runner for both flows
 from cprec_core.config import Config
-from cprec_core.refresh import RefreshBusy, changed_domains, ingest_scope, refresh_lock, save_fingerprints
+from cprec_core.refresh import (
+    RefreshBusy,
+    changed_domains,
+    corpus_fingerprint,
+    ingest_scope,
+    refresh_lock,
+    save_fingerprints,
+)
 from cprec_core.stages import REFRESHED
 
 EVENT = "cprec.corpus.updated"
@@ -48,7 +56,9 @@ def refresh_corpus(cfg: Config) -> dict[str, Any]:
                 logger.info("no new or changed raw files: nothing to do")
                 return {"status": "unchanged", "changed_domains": []}
             logger.info("changed domains: %s", ", ".join(changed))
-            # ingest reads only the changed domains; the other refreshed stages rebuild in full
+            before = corpus_fingerprint(cfg)
+            # ingest reads only the changed domains; behaviors rebuilds only those, corpus only when
+            # its pretrain inputs moved
             results = {"ingest": pipeline.run_stage("ingest", cfg, domains=ingest_scope(cfg, changed))}
             for stage in (s for s in REFRESHED if s != "ingest"):
                 results[stage] = pipeline.run_stage(stage, cfg)
@@ -56,6 +66,9 @@ def refresh_corpus(cfg: Config) -> dict[str, Any]:
     except RefreshBusy as e:
         logger.warning("%s: this run exits without work", e)
         return {"status": "busy", "changed_domains": []}
+    if corpus_fingerprint(cfg) == before:
+        logger.info("the corpus is unchanged (no pretrain input moved): no %s event", EVENT)
+        return {"status": "corpus-unchanged", "changed_domains": changed, "results": results}
     payload = {
         "changed_domains": changed,
         "documents": results[REFRESHED[-1]].get("documents"),

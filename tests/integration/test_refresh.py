@@ -31,7 +31,7 @@ SETTINGS = {
 }
 
 
-def config(tmp: Path, domains: list[str]) -> Config:
+def config(tmp: Path, domains: list[str], *more: str) -> Config:
     return load_config(
         None,
         [
@@ -39,6 +39,7 @@ def config(tmp: Path, domains: list[str]) -> Config:
             f"ingest.sources=[{{format: amazon2023, path: {tmp / 'raw'}}}]",
             f"domains.pretrain={domains}",
             *sorted(SETTINGS),
+            *more,
         ],
     )
 
@@ -65,6 +66,7 @@ def partition_hashes(cfg: Config) -> dict[str, str]:
 
 
 def read_corpus_events() -> list:
+    """The `cprec.corpus.updated` events on the test server (every test's)."""
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter
 
@@ -112,6 +114,26 @@ def test_a_refresh_right_after_a_run_is_a_no_op(prefect_harness, tmp_path: Path)
     assert refresh(cfg) == {"status": "unchanged", "changed_domains": []}  # nothing re-ingested
     write_domain_files(tmp_path, ["Garden"], seed=2)
     assert refresh(config(tmp_path, [*DOMAINS, "Garden"]))["changed_domains"] == ["Garden"]
+
+
+def test_new_logs_of_a_downstream_domain_leave_the_corpus_as_it_is_and_emit_nothing(
+    prefect_harness, tmp_path: Path
+) -> None:
+    write_domain_files(tmp_path, [*DOMAINS, "Garden"], seed=5)
+    cfg = config(tmp_path, DOMAINS, "domains.downstream=[Garden]", "name=downstream-logs")
+    assert refresh(cfg)["status"] == "updated"
+    corpus = verify(GOLD_CORPUS.path(cfg.root))
+
+    write_domain_files(tmp_path, ["Garden"], seed=6)  # a new log drop of the downstream domain
+    out = refresh(cfg)
+    assert out["status"] == "corpus-unchanged" and out["changed_domains"] == ["Garden"]
+    assert out["results"]["ingest"]["refreshed"] == ["Garden"]
+    assert out["results"]["behaviors"]["rebuilt_domains"] == ["Garden"]
+    kept = verify(GOLD_CORPUS.path(cfg.root))
+    assert kept.fingerprint == corpus.fingerprint and kept.files == corpus.files
+    time.sleep(2)  # events reach the API asynchronously: give a wrong one time to arrive
+    mine = [e for e in read_corpus_events() if e.resource.id == "cprec.corpus.downstream-logs"]
+    assert [e.payload["changed_domains"] for e in mine] == [sorted([*DOMAINS, "Garden"])]  # the first one
 
 
 def test_refresh_while_another_holds_the_lock_exits_cleanly(prefect_harness, tmp_path: Path) -> None:

@@ -396,3 +396,44 @@ def test_a_changed_domain_is_rendered_again_and_the_others_come_from_the_render_
     # a rendering setting is part of the key: max_items=6 renders every domain again
     six = build_corpus(make_config(tmp_path / "run", **{**kw, "max_items": 6}))
     assert not books.exists() and six["corpus_fingerprint"] != again["corpus_fingerprint"]
+
+
+def test_new_downstream_logs_keep_the_corpus_as_it_is_and_the_catalogue_guard_runs(tmp_path: Path) -> None:
+    events, items = synthetic(300, seed=1)
+    kw = {"max_items": 8, "window_overlap": 2, "mix_ratio": 0.3}
+    write_silver(tmp_path / "run", events, items)
+    first = build_corpus(make_config(tmp_path / "run", **kw))
+    files = sorted(GOLD_CORPUS.path(tmp_path / "run").rglob("*.parquet"))
+    inodes = [p.stat().st_ino for p in files]
+
+    # new Food (downstream) logs: half its users' events go, and a new item's title names a Books item
+    changed = [e for e in events if not (e["domain"] == "Food" and int(e["user_id"][4:]) % 2)]
+    grown = [*items, item("Food", "Food40", next(i["title"] for i in items if i["item_id"] == "Books0"))]
+    write_silver(tmp_path / "run", changed, grown)
+    again = build_corpus(make_config(tmp_path / "run", **kw))
+    write_silver(tmp_path / "fresh", changed, grown)
+    fresh = build_corpus(make_config(tmp_path / "fresh", **kw))
+
+    assert [p.stat().st_ino for p in files] == inodes  # the files were not written again
+    assert again["corpus_fingerprint"] == first["corpus_fingerprint"] == fresh["corpus_fingerprint"]
+    assert again == fresh  # the statistics a full build reports, the new catalogue overlap included
+    assert again["catalogue_overlap"]["Food"] == {"items": 41, "titles_in_pretrain": 1, "share": 1 / 41}
+    stored = read_manifest(GOLD_CORPUS, tmp_path / "run").extra
+    assert stored["catalogue_overlap"] == again["catalogue_overlap"]
+
+    # the guard still runs on a kept corpus: Food now names Books' catalogue
+    books_titles = [i["title"] for i in items if i["domain"] == "Books"][1:11]
+    leaky = [*grown, *(item("Food", f"Leak{n}", title) for n, title in enumerate(books_titles))]
+    write_silver(tmp_path / "run", changed, leaky)
+    with pytest.raises(CorpusError, match="downstream domain Food"):
+        build_corpus(make_config(tmp_path / "run", **kw))
+
+    # a pretrain change, or a corpus setting, builds it again
+    def fingerprint(**corpus: Any) -> str:
+        return build_corpus(make_config(tmp_path / "run", **corpus))["corpus_fingerprint"]
+
+    write_silver(tmp_path / "run", [e for e in changed if e["user_id"] != "user1"], grown)
+    assert fingerprint(**kw) != first["corpus_fingerprint"]
+    write_silver(tmp_path / "run", changed, grown)
+    assert fingerprint(**kw) == first["corpus_fingerprint"]
+    assert fingerprint(**{**kw, "mix_ratio": 0.4}) != first["corpus_fingerprint"]
