@@ -17,8 +17,9 @@ Every step but the mixed sequences is per domain, so a rebuild is partial when i
 domains whose bronze partitions are unchanged since the silver on disk was built (by this code and
 config) keep their silver.events partitions as they are (linked, not rewritten) and their rows of
 the other artifacts; only the changed domains go through the SQL, then the mixed sequences are
-rebuilt over every domain (sql/55_fct_kept). Each file is cut into row groups per partition, so a
-partial rebuild writes the bytes a full one writes.
+rebuilt over every domain (sql/55_fct_kept) — unless no pretrain domain changed: then silver.mixed
+(pretrain train events only) is kept as it is too. Each file is cut into row groups per partition,
+so a partial rebuild writes the bytes a full one writes.
 """
 
 from __future__ import annotations
@@ -137,8 +138,9 @@ def build_behaviors(
     bronze = bronze_by_domain(root)
     kept = kept_on_disk(cfg, behaviors_config_hash(cfg), bronze)
     changed = [d for d in dict.fromkeys(cfg.all_domains) if d not in kept]  # a domain listed twice is one
+    mixed = _mixed_on_disk(cfg) if kept and not set(changed) & set(cfg.domains.pretrain) else None
     if map_domains is None:
-        summary = _build(cfg, root, changed, kept, bronze, progress)
+        summary = _build(cfg, root, changed, kept, bronze, progress, mixed)
     else:
         staging = scratch_dir(root) / f"behaviors-{uuid.uuid4().hex[:8]}"
         try:
@@ -153,10 +155,22 @@ def build_behaviors(
                         f"{code_version()}: every orchestration.dask_address worker must run this checkout"
                     )
             joined = {**kept, **staged}
-            summary = _build(cfg, root, [], joined, bronze, progress)
+            summary = _build(cfg, root, [], joined, bronze, progress, mixed)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return {**summary, "rebuilt_domains": changed, "kept_domains": sorted(kept), "seconds": _since(started)}
+    return {
+        **summary,
+        "rebuilt_domains": changed,
+        "kept_domains": sorted(kept),
+        "kept_mixed": mixed is not None,
+        "seconds": _since(started),
+    }
+
+
+def _mixed_on_disk(cfg: Config) -> dict[str, Path]:
+    """silver.mixed's files on disk (kept_on_disk has checked they are of this code and config)."""
+    directory = SILVER_MIXED.path(cfg.root)
+    return {rel: directory / rel for rel in read_manifest(SILVER_MIXED, cfg.root).files}
 
 
 def stage_domain(cfg: Config, staging: Path, domain: str) -> KeptDomain:
@@ -185,9 +199,11 @@ def _build(
     kept: dict[str, KeptDomain],
     bronze: dict[str, str],
     progress: bool,
+    mixed: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Run the SQL over the `rebuilt` domains' bronze (the run root's), join the `kept` domains'
-    silver, and write the four silver artifacts under `out`."""
+    silver, and write the four silver artifacts under `out` (silver.mixed: the files `mixed`, as
+    they are, when given)."""
     started = time.perf_counter()
     root = cfg.root
     b = cfg.behaviors
@@ -236,8 +252,9 @@ def _build(
                 _register_kept(con, kept)
                 sql.run(con, "55_fct_kept")
                 sql.run(con, "00_cfg_domains", every_domain)  # the mixed sequences span every domain
-        with timed("60_fct_mixed"):
-            sql.run(con, "60_fct_mixed", every_domain)
+        if mixed is None:
+            with timed("60_fct_mixed"):
+                sql.run(con, "60_fct_mixed", every_domain)
         counts = _counts(con)
         _check_no_domain_lost(con, cfg, counts)
         dropped = {d: c["sample"]["n_events"] - c["text"]["n_events"] for d, c in counts.items()}
@@ -256,6 +273,8 @@ def _build(
         for table, artifact, order in OUTPUTS:
             with timed(f"write {artifact.name}"):
                 adopt = {d: k.events for d, k in kept.items()} if artifact is SILVER_EVENTS else {}
+                if artifact is SILVER_MIXED and mixed is not None:
+                    adopt = {"": mixed}
                 manifests[artifact.name] = _export(con, table, artifact, order, out, cfg_hash, extra, adopt)
     return {
         "counts": counts,
@@ -471,7 +490,8 @@ def _export(
     adopt: dict[str, dict[str, Path]],
 ) -> Manifest:
     """Stream a final table, sorted by `order` (the artifact's key order), into the artifact; the
-    partitions in `adopt` are taken as they are on disk instead.
+    partitions in `adopt` (by value; "" for an unpartitioned artifact's files) are taken as they
+    are on disk instead.
 
     A partitioned artifact is streamed one partition at a time, so its row groups are cut per
     partition and a partition's file does not depend on the others. The write is atomic, with a
@@ -479,7 +499,9 @@ def _export(
     """
     columns = ", ".join(artifact.schema.names)
     with DatasetWriter(artifact, root, cfg_hash) as writer:
-        if artifact.partition is None:
+        if artifact.partition is None and "" in adopt:
+            writer.adopt(adopt[""])
+        elif artifact.partition is None:
             query = f"select {columns} from {table} order by {', '.join(order)}"
             _stream(con.sql(query), writer)
         else:

@@ -11,7 +11,7 @@ from behaviors_fixtures import Event, build
 from test_behaviors import random_bronze
 
 import cprec_core.behaviors as behaviors
-from cprec_core.schema import SILVER_EVENTS
+from cprec_core.schema import SILVER_EVENTS, SILVER_MIXED
 
 DOMAINS = {"pretrain": ("A", "B"), "downstream": ("C",)}
 
@@ -46,6 +46,24 @@ def test_one_changed_domain_is_rebuilt_and_the_silver_equals_a_full_rebuild(tmp_
     for summary in ("counts", "rows", "dropped_without_text", "duplicate_item_records"):
         assert again[summary] == fresh[summary], summary
     assert a_file.stat().st_ino == a_inode  # A's partition was linked into the new silver, not rewritten
+    assert not again["kept_mixed"]  # B is a pretrain domain: the mixed sequences were joined again
+
+
+def test_a_changed_downstream_domain_keeps_the_mixed_sequences_as_they_are(tmp_path: Path) -> None:
+    events, items = random_bronze(seed=3)
+    build(tmp_path / "run", events, items, **DOMAINS, k_core=2)
+    mixed = SILVER_MIXED.path(tmp_path / "run") / "part-0.parquet"
+    inode = mixed.stat().st_ino
+
+    changed = [(d, u, i, t + 100) if d == "C" else (d, u, i, t) for d, u, i, t in events][:-40]
+    assert {e[0] for e in set(events) - set(changed)} == {"C"}  # only the downstream domain moved
+    again = build(tmp_path / "run", changed, items, **DOMAINS, k_core=2)
+    fresh = build(tmp_path / "fresh", changed, items, **DOMAINS, k_core=2)
+
+    assert again["rebuilt_domains"] == ["C"] and again["kept_mixed"] and not fresh["kept_mixed"]
+    assert again["fingerprints"] == fresh["fingerprints"]
+    assert "60_fct_mixed" not in again["step_seconds"]
+    assert mixed.stat().st_ino == inode  # linked, not rewritten
 
 
 def test_a_changed_setting_or_silver_of_another_build_rebuilds_every_domain(tmp_path: Path) -> None:
