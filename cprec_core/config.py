@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -632,10 +633,18 @@ class OrchestrationConfig(Section):
         "cluster (prefect-dask): the one at dask_address, else a LocalCluster of `workers` processes. "
         "The run root must be on storage every Dask worker mounts",
     )
-    workers: int = Field(1, ge=1, description="threads, or LocalCluster worker processes, for those tasks")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="threads, or LocalCluster worker processes, for those tasks; None = this machine's CPUs",
+    )
     dask_address: str | None = Field(
         None, description="scheduler address of an existing Dask cluster, e.g. tcp://10.0.0.5:8786"
     )
+
+    def worker_count(self) -> int:
+        """`workers`, or this machine's CPU count when it is not set."""
+        return self.workers or os.cpu_count() or 1
 
 
 def base_model_setting(model: ModelConfig, key: str) -> int | None:
