@@ -51,13 +51,17 @@ def run_pandas(raw: str) -> dict[str, Any]:
 
 
 def run_project(raw: str, root: str) -> dict[str, Any]:
-    """run_ingest: every file parsed, validated and written as bronze + quarantine."""
+    """run_ingest: every file parsed, validated and written as bronze + quarantine, the domains on
+    as many threads as the ingest task runs them by default (orchestration.workers: the CPUs)."""
+    from cprec_core.fanout import on_threads
     from cprec_core.ingest.run import run_ingest
 
     cfg = load_config(None, [f"paths.root={root}", f"ingest.sources=[{{format: amazon2023, path: {raw}}}]"])
+    workers = cfg.orchestration.worker_count()
     t0 = time.perf_counter()
-    out = run_ingest(cfg)
-    return {"seconds": time.perf_counter() - t0, "rows": out["rows_in"], "kept": out["kept"]}
+    out = run_ingest(cfg, map_domains=on_threads(workers))
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rows": out["rows_in"], "kept": out["kept"], "threads": workers}
 
 
 def run(work: Path, quick: bool) -> dict[str, Any]:

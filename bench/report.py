@@ -154,7 +154,9 @@ def _ingest(rec: dict[str, Any]) -> list[str]:
     lines.append(
         f"{r['interactions']:,} synthetic interactions + item metadata: {r['files']} files, "
         f"{r['compressed_bytes'] / 1e6:.1f} MB gzip, {r['uncompressed_bytes'] / 1e6:.1f} MB JSON, "
-        f"{c['gzip']['rows']:,} lines. MB/s over uncompressed bytes."
+        f"{c['gzip']['rows']:,} lines. MB/s over uncompressed bytes. The project reads the domains on "
+        f"{c['project'].get('threads', 1)} thread(s), as the ingest task does by default; gzip and pandas "
+        "read the files one after the other."
     )
     lines.append("")
     rows = [
