@@ -3,8 +3,8 @@
 A stage that fans out (ingest, behaviors) takes a `DomainMap`: given the work of one domain and the
 domains, it returns each domain's result in the same order. `in_process` runs them one after the
 other here, `on_threads` on a pool of threads; the Prefect tasks pass one that maps a task over the
-domains on threads or Dask (tasks/common.py). The work writes only under a staging directory the stage owns; the stage
-commits the results after every domain is done.
+domains on threads or Dask (tasks/common.py). The work writes only under a staging directory the
+stage owns; the stage commits the results after every domain is done.
 """
 
 from __future__ import annotations
