@@ -33,7 +33,6 @@ Rows are sorted by doc_id, so equal inputs and seed give byte-identical Parquet 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 import re
 import shutil
@@ -98,42 +97,27 @@ class CorpusError(UserError, ValueError):
     """Silver inputs that break the corpus stage's contract, or a corpus that would be empty."""
 
 
-def window_bounds(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
-    """Half-open [start, end) windows over a sequence of n items.
-
-    Window k starts at k * (size - overlap) and holds `size` items, except the last, which ends
-    at n; there are 1 + ceil((n - size) / (size - overlap)) windows when n > size, one when
-    0 < n <= size. Consecutive windows share exactly `overlap` items and every item is covered.
-    """
-    if not 0 <= overlap < size:
-        raise ValueError(f"window overlap {overlap} must be in [0, size={size})")
-    if n <= 0:
-        return []
-    stride = size - overlap
-    count = 1 + max(0, -(-(n - size) // stride))
-    return [(k * stride, min(k * stride + size, n)) for k in range(count)]
-
-
 def doc_priority(seed: int, doc_id: str) -> int:
     """Seeded pseudo-random rank of a document: lower ranks are kept first when subsampling."""
     digest = hashlib.blake2b(f"{seed}\x1f{doc_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 
-def _priorities(seed: int, doc_ids: Sequence[str]) -> np.ndarray:
+def priorities(seed: int, doc_ids: Sequence[str]) -> np.ndarray:
+    """`doc_priority` of each document."""
     return np.fromiter((doc_priority(seed, d) for d in doc_ids), dtype=np.uint64, count=len(doc_ids))
 
 
-def select_by_chars(doc_ids: Sequence[str], chars: np.ndarray, target: float, seed: int) -> np.ndarray:
+def select_by_chars(priority: np.ndarray, chars: np.ndarray, target: float) -> np.ndarray:
     """Boolean mask of the documents kept to reach `target` characters.
 
-    Documents are taken in `doc_priority` order; the number taken is the one whose character
-    total is closest to `target` (all of them when target >= the total).
+    Documents are taken in `priority` order (`priorities`); the number taken is the one whose
+    character total is closest to `target` (all of them when target >= the total).
     """
     chars = np.asarray(chars, dtype=np.int64)
     if target >= chars.sum():
         return np.ones(len(chars), dtype=bool)
-    order = np.argsort(_priorities(seed, doc_ids), kind="stable")
+    order = np.argsort(priority, kind="stable")
     cum = np.cumsum(chars[order])
     k = int(np.searchsorted(cum, target, side="right"))  # documents whose running total <= target
     below = cum[k - 1] if k else 0
@@ -151,7 +135,7 @@ class _Group:
     kind: str  # domain | mixed
     name: str  # the domain, or "mixed"
     spill: Path
-    doc_ids: list[str]
+    priority: np.ndarray
     chars: np.ndarray
     n_items: np.ndarray
     keep: np.ndarray  # which documents go to gold.corpus; all until selection
@@ -180,11 +164,51 @@ def _docs_table(
     )
 
 
+def window_bounds(lengths: np.ndarray, size: int, overlap: int) -> tuple[np.ndarray, ...]:
+    """The half-open windows over sequences of `lengths` items: per window, (its sequence, its number
+    in the sequence, start, end within the sequence), in sequence then window order.
+
+    Window k of a sequence of n items starts at k * (size - overlap) and holds `size` items, except
+    the last, which ends at n; there are 1 + ceil((n - size) / (size - overlap)) windows when n > size,
+    one when 0 < n <= size, none when n = 0. Consecutive windows share exactly `overlap` items and
+    every item is covered.
+    """
+    if not 0 <= overlap < size:
+        raise ValueError(f"window overlap {overlap} must be in [0, size={size})")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    stride = size - overlap
+    count = np.where(lengths > 0, 1 + np.maximum(0, -(-(lengths - size) // stride)), 0)
+    sequence = np.repeat(np.arange(len(lengths)), count)
+    number = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    start = number * stride
+    return sequence, number, start, np.minimum(start + size, lengths[sequence])
+
+
+def _ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """starts[0], starts[0] + 1, ... (lengths[0] values), then the same from starts[1], ..."""
+    first = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum())) - np.repeat(first - starts, lengths)
+
+
+def _window_domains(domain: pa.ChunkedArray, rows: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    """Per window (its `lengths` lines are the events `rows`), the sorted distinct domains of its lines."""
+    codes = pc.dictionary_encode(domain.combine_chunks())
+    names = codes.dictionary.to_numpy(zero_copy_only=False)
+    rank = np.argsort(np.argsort(names, kind="stable"), kind="stable")  # code -> place in sorted names
+    of_line = rank[codes.indices.to_numpy(zero_copy_only=False)[rows]]
+    window = np.repeat(np.arange(len(lengths)), lengths)
+    pairs = np.unique(window * len(names) + of_line)  # window-major, names in order within a window
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(pairs // len(names), minlength=len(lengths)))])
+    values = pa.array(np.sort(names)[pairs % len(names)], pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+
+
 def _window_docs(seq: pa.Table, kind: str, name: str, c: CorpusConfig) -> Iterator[pa.Table]:
     """Render windowed documents from a sequence table sorted by (user_id, position).
 
     `seq` has columns user_id, domain and line (the rendered item text of its kind). Yields one
-    table per ~RENDER_CHUNK_ROWS events (whole users), so Python strings stay bounded.
+    table per ~RENDER_CHUNK_ROWS events (whole users), built column-wise in Arrow: each document is
+    `number_lines(header, its window's lines)`, its id `<prefix><user>:<window, 5 digits>`.
     """
     header = MIXED_HEADER if kind == "mixed" else domain_header(name)
     prefix = "mixed:" if kind == "mixed" else f"domain:{name}:"
@@ -194,18 +218,31 @@ def _window_docs(seq: pa.Table, kind: str, name: str, c: CorpusConfig) -> Iterat
         last_fitting = int(np.searchsorted(bounds, bounds[lo] + RENDER_CHUNK_ROWS, side="right")) - 1
         hi = max(lo + 1, last_fitting)
         part = seq.slice(bounds[lo], bounds[hi] - bounds[lo])
-        users, lines = part["user_id"].to_pylist(), part["line"].to_pylist()
-        row_domains = part["domain"].to_pylist()
-        out: dict[str, list[Any]] = {k: [] for k in ("doc_ids", "user_ids", "domains", "n_items", "texts")}
-        offsets = (bounds[lo : hi + 1] - bounds[lo]).tolist()
-        for a, b in itertools.pairwise(offsets):
-            for w, (s, e) in enumerate(window_bounds(b - a, c.max_items, c.window_overlap)):
-                out["doc_ids"].append(f"{prefix}{users[a]}:{w:05d}")
-                out["user_ids"].append(users[a])
-                out["domains"].append(sorted(set(row_domains[a + s : a + e])))
-                out["n_items"].append(e - s)
-                out["texts"].append(number_lines(header, lines[a + s : a + e]))
-        yield _docs_table(kind=kind, **out)
+        user_start = bounds[lo:hi] - bounds[lo]
+        user, number, start, end = window_bounds(np.diff(bounds[lo : hi + 1]), c.max_items, c.window_overlap)
+        lengths = end - start
+        rows = _ragged_arange(user_start[user] + start, lengths)  # each window's events, in order
+        line_no = _ragged_arange(np.ones_like(lengths), lengths)
+        numbered = pc.binary_join_element_wise(
+            pa.array(line_no).cast(pa.string()), part["line"].take(rows), ". "
+        )
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
+        body = pc.binary_join(pa.ListArray.from_arrays(offsets, numbered.combine_chunks()), "\n")
+        users = part["user_id"].take(user_start[user])
+        ids = pc.binary_join_element_wise(
+            pc.binary_join_element_wise(prefix, users, ""),
+            pc.utf8_lpad(pa.array(number).cast(pa.string()), 5, "0"),
+            ":",
+        )
+        columns = {
+            "doc_id": ids,
+            "user_id": users,
+            "kind": pa.array([kind] * len(lengths), pa.string()),
+            "domains": _window_domains(part["domain"], rows, lengths),
+            "n_items": pa.array(lengths, pa.int32()),
+            "text": pc.binary_join_element_wise(header, body, "\n"),
+        }
+        yield pa.Table.from_pydict(columns, schema=CORPUS_SCHEMA)
         lo = hi
 
 
@@ -228,7 +265,7 @@ def _probe_docs(seq: pa.Table, domain: str, c: CorpusConfig) -> tuple[pa.Table, 
     has_train = valid_rows > starts
     valid_rows, starts = valid_rows[has_train], starts[has_train]
     doc_ids = [f"probe:{domain}:{users[v]}" for v in valid_rows.tolist()]
-    priority = _priorities(c.seed, doc_ids)
+    priority = priorities(c.seed, doc_ids)
     pick = np.sort(np.argsort(priority, kind="stable")[: c.probe_docs])
     lines = seq["line"].to_pylist()
     header = domain_header(domain)
@@ -291,25 +328,35 @@ def _check_mixed_is_train(mixed: pa.Table, train: pa.Table, domain: str) -> None
         )
 
 
-def _spill(parts: Iterable[pa.Table], path: Path) -> None:
-    """Write candidate documents to a Parquet file."""
+INDEX = pa.schema([("priority", pa.uint64()), ("chars", pa.int64()), ("n_items", pa.int64())])
+
+
+def _index_path(spill: Path) -> Path:
+    return spill.with_suffix(".index.parquet")
+
+
+def _spill(parts: Iterable[pa.Table], path: Path, seed: int) -> None:
+    """Write candidate documents to a Parquet file and, beside it, what selection needs of each
+    (INDEX, `_index_path`), so that a cached render is not read whole to be selected from."""
+    index = [INDEX.empty_table()]
     with pq.ParquetWriter(path, CORPUS_SCHEMA) as writer:
         for docs in parts:
             writer.write_table(docs)
+            columns = [
+                pa.array(priorities(seed, docs["doc_id"].to_pylist()), pa.uint64()),
+                pc.utf8_length(docs["text"]).cast(pa.int64()),
+                docs["n_items"].cast(pa.int64()),
+            ]
+            index.append(pa.Table.from_arrays(columns, schema=INDEX))
+    pq.write_table(pa.concat_tables(index), _index_path(path))
 
 
 def _group(path: Path, kind: str, name: str) -> _Group:
     """The candidate documents of a spill file, with what selection needs (all kept until then)."""
-    doc_ids: list[str] = []
-    chars, n_items = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for batch in pq.ParquetFile(path).iter_batches(
-        batch_size=64 * 1024, columns=["doc_id", "n_items", "text"]
-    ):
-        doc_ids += batch.column("doc_id").to_pylist()
-        chars.append(pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False).astype(np.int64))
-        n_items.append(batch.column("n_items").to_numpy(zero_copy_only=False).astype(np.int64))
-    keep = np.ones(len(doc_ids), dtype=bool)
-    return _Group(kind, name, path, doc_ids, np.concatenate(chars), np.concatenate(n_items), keep)
+    index = pq.read_table(_index_path(path), schema=INDEX)
+    chars = index["chars"].to_numpy()
+    keep = np.ones(len(chars), dtype=bool)
+    return _Group(kind, name, path, index["priority"].to_numpy(), chars, index["n_items"].to_numpy(), keep)
 
 
 def _render_domain(events: ds.Dataset, domain: str, lines: pa.Table, c: CorpusConfig, out: Path) -> int:
@@ -318,7 +365,7 @@ def _render_domain(events: ds.Dataset, domain: str, lines: pa.Table, c: CorpusCo
     wanted = (ds.field("domain") == domain) & ds.field("split").isin(["train", "valid"])
     seq = _attach_lines(events.to_table(filter=wanted), lines, "line", "silver.events", domain)
     train = seq.filter(pc.equal(seq["split"], "train"))
-    _spill(_window_docs(train, "domain", domain, c), out / "docs.parquet")
+    _spill(_window_docs(train, "domain", domain, c), out / "docs.parquet", c.seed)
     if c.probe_docs:
         probe, priority = _probe_docs(seq, domain, c)
         pq.write_table(
@@ -460,7 +507,7 @@ def _plan_and_select(
         factor = (1 - r) / r * m_total / d_total
         targets = {d: t * factor for d, t in targets.items()}
     for g in domain_groups:
-        g.keep = select_by_chars(g.doc_ids, g.chars, targets[g.name], c.seed)
+        g.keep = select_by_chars(g.priority, g.chars, targets[g.name])
     d_kept = sum(int(g.chars[g.keep].sum()) for g in domain_groups)
     if r == 0:
         m_target = 0.0
@@ -468,7 +515,7 @@ def _plan_and_select(
         m_target = m_total
     else:
         m_target = min(m_total, r / (1 - r) * d_kept)
-    mixed.keep = select_by_chars(mixed.doc_ids, mixed.chars, m_target, c.seed)
+    mixed.keep = select_by_chars(mixed.priority, mixed.chars, m_target)
 
 
 def _stats(c: CorpusConfig, domain_groups: list[_Group], mixed: _Group) -> dict[str, Any]:
@@ -483,7 +530,7 @@ def _stats(c: CorpusConfig, domain_groups: list[_Group], mixed: _Group) -> dict[
     return {
         "documents": docs,
         "characters": chars,
-        "documents_available": per_kind(lambda g: len(g.doc_ids)),
+        "documents_available": per_kind(lambda g: len(g.chars)),
         "characters_available": per_kind(lambda g: int(g.chars.sum())),
         "documents_total": d_docs + docs["mixed"],
         "characters_total": total_chars,
@@ -572,7 +619,7 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
         mixed_seq = pa.concat_tables(mixed_parts).sort_by(
             [("user_id", "ascending"), ("position", "ascending")]
         )
-        _spill(_window_docs(mixed_seq, "mixed", "mixed", c), tmp / "mixed.parquet")
+        _spill(_window_docs(mixed_seq, "mixed", "mixed", c), tmp / "mixed.parquet", c.seed)
         mixed = _group(tmp / "mixed.parquet", "mixed", "mixed")
         bar.advance(task)
 

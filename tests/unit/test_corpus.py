@@ -9,12 +9,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from cprec_core.artifacts import read_manifest, read_table, write_table
 from cprec_core.config import Config, ConfigError, config_from_dict
-from cprec_core.corpus import CorpusError, build_corpus, select_by_chars, window_bounds
+from cprec_core.corpus import CorpusError, build_corpus, priorities, select_by_chars, window_bounds
 from cprec_core.schema import GOLD_CORPUS, GOLD_PROBE, SILVER_EVENTS, SILVER_ITEMS, SILVER_MIXED
 
 PRETRAIN, DOWNSTREAM = ["Books", "Toys"], ["Food"]
@@ -104,35 +105,46 @@ def docs_by_id(root: Path, artifact=GOLD_CORPUS) -> dict[str, dict[str, Any]]:
     return {r["doc_id"]: r for r in read_table(artifact, root).to_pylist()}
 
 
+def windows(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    """The (start, end) windows of one sequence of n items."""
+    sequence, number, start, end = window_bounds(np.array([n]), size, overlap)
+    assert sequence.tolist() == [0] * len(start) and number.tolist() == list(range(len(start)))
+    return list(zip(start.tolist(), end.tolist(), strict=True))
+
+
 def test_window_bounds_by_hand() -> None:
     # size 20, overlap 5 -> stride 15
-    assert window_bounds(0, 20, 5) == []
-    assert window_bounds(7, 20, 5) == [(0, 7)]  # shorter than a window: one window
-    assert window_bounds(20, 20, 5) == [(0, 20)]
-    assert window_bounds(21, 20, 5) == [(0, 20), (15, 21)]  # 1 + ceil(1/15) = 2; tail has 5 shared + 1 new
-    assert window_bounds(35, 20, 5) == [(0, 20), (15, 35)]  # 1 + ceil(15/15) = 2, both full
-    assert window_bounds(36, 20, 5) == [(0, 20), (15, 35), (30, 36)]  # 1 + ceil(16/15) = 3
-    assert window_bounds(6, 3, 0) == [(0, 3), (3, 6)]  # no overlap: a partition
+    assert windows(0, 20, 5) == []
+    assert windows(7, 20, 5) == [(0, 7)]  # shorter than a window: one window
+    assert windows(20, 20, 5) == [(0, 20)]
+    assert windows(21, 20, 5) == [(0, 20), (15, 21)]  # 1 + ceil(1/15) = 2; tail has 5 shared + 1 new
+    assert windows(35, 20, 5) == [(0, 20), (15, 35)]  # 1 + ceil(15/15) = 2, both full
+    assert windows(36, 20, 5) == [(0, 20), (15, 35), (30, 36)]  # 1 + ceil(16/15) = 3
+    assert windows(6, 3, 0) == [(0, 3), (3, 6)]  # no overlap: a partition
     for n in range(1, 60):
-        w = window_bounds(n, 7, 3)
+        w = windows(n, 7, 3)
         assert w[0][0] == 0 and w[-1][1] == n  # starts at the head, covers the tail
         assert all(b[0] == a[1] - 3 for a, b in itertools.pairwise(w))  # exactly 3 shared
         assert all(e - s == 7 for s, e in w[:-1]) and 0 < w[-1][1] - w[-1][0] <= 7
+    # many sequences at once: each sequence's windows, in order
+    sequence, number, start, end = window_bounds(np.array([21, 0, 7]), 20, 5)
+    assert sequence.tolist() == [0, 0, 2] and number.tolist() == [0, 1, 0]
+    assert list(zip(start.tolist(), end.tolist(), strict=True)) == [(0, 20), (15, 21), (0, 7)]
     with pytest.raises(ValueError, match="overlap 5"):
-        window_bounds(10, 5, 5)
+        window_bounds(np.array([10]), 5, 5)
 
 
 def test_select_by_chars_closest_total() -> None:
     ids = [f"d{i}" for i in range(100)]
     chars = [10] * 100
-    mask = select_by_chars(ids, chars, 254.0, seed=0)
+    mask = select_by_chars(priorities(0, ids), chars, 254.0)
     assert mask.sum() == 25  # 25 docs = 250 chars is closer to 254 than 26 docs = 260
-    assert select_by_chars(ids, chars, 256.0, seed=0).sum() == 26
-    assert select_by_chars(ids, chars, 10_000.0, seed=0).all()
-    assert not select_by_chars(ids, chars, 0.0, seed=0).any()
+    assert select_by_chars(priorities(0, ids), chars, 256.0).sum() == 26
+    assert select_by_chars(priorities(0, ids), chars, 10_000.0).all()
+    assert not select_by_chars(priorities(0, ids), chars, 0.0).any()
     # a larger target keeps a superset: a document's rank depends only on (seed, doc_id)
-    assert (select_by_chars(ids, chars, 500.0, seed=0) >= mask).all()
-    assert (select_by_chars(ids, chars, 254.0, seed=1) != mask).any()
+    assert (select_by_chars(priorities(0, ids), chars, 500.0) >= mask).all()
+    assert (select_by_chars(priorities(1, ids), chars, 254.0) != mask).any()
 
 
 def test_documents_by_hand(tmp_path: Path) -> None:
