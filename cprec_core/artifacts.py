@@ -346,10 +346,11 @@ class DatasetWriter:
         if col is None:
             self._writer_for("").write_table(table, row_group_size=self.row_group_size)
         else:
-            for value in pc.unique(table[col]).to_pylist():
+            values = pc.unique(table[col]).to_pylist()
+            for value in values:
                 if value is None:
                     raise ValueError(f"{self.artifact.name}: null in partition column {col}")
-                part = table.filter(pc.equal(table[col], value))
+                part = table if len(values) == 1 else table.filter(pc.equal(table[col], value))
                 self._writer_for(f"{col}={value}").write_table(part, row_group_size=self.row_group_size)
         self.rows += table.num_rows
 
