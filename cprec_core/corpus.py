@@ -301,18 +301,37 @@ def _item_lines(items: pa.Table, domain: str, max_chars: int) -> pa.Table:
     )
 
 
-def _attach_lines(seq: pa.Table, lines: pa.Table, column: str, source: str, domain: str) -> pa.Table:
-    """Add the items' `column` text as `line`; sort by (user_id, position); every item must exist."""
-    joined = seq.join(lines.select(["item_id", column]), keys="item_id", join_type="left outer")
-    joined = joined.rename_columns([("line" if n == column else n) for n in joined.column_names])
-    missing = joined.filter(pc.is_null(joined["line"]))
-    if missing.num_rows:
-        row = missing.slice(0, 1).to_pylist()[0]
+def _key(table: pa.Table, keys: tuple[str, ...]) -> pa.Array:
+    """One string per row from its `keys` columns (joined by a unit separator when more than one)."""
+    columns = [table[k].combine_chunks() for k in keys]
+    return columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "\x1f")
+
+
+def _by_user(seq: pa.Table) -> pa.Table:
+    """`seq` in (user_id, position) order: as it is when already so (silver is written so), else sorted."""
+    if seq.num_rows > 1:
+        user, position = seq["user_id"].combine_chunks(), seq["position"].combine_chunks()
+        u0, u1, p0, p1 = user[:-1], user[1:], position[:-1], position[1:]
+        ordered = pc.or_(pc.greater(u1, u0), pc.and_(pc.equal(u1, u0), pc.greater(p1, p0)))
+        if not pc.all(ordered).as_py():
+            return seq.sort_by([("user_id", "ascending"), ("position", "ascending")])
+    return seq
+
+
+def _attach_lines(
+    seq: pa.Table, lines: pa.Table, column: str, keys: tuple[str, ...], source: str
+) -> pa.Table:
+    """Add the items' `column` text as `line` (items found by `keys`, a hash lookup that keeps the
+    rows' order), in (user_id, position) order; every item must exist."""
+    at = pc.index_in(_key(seq, keys), value_set=_key(lines, keys))
+    missing = pc.is_null(at)
+    if pc.any(missing).as_py():
+        row = seq.filter(missing).slice(0, 1).to_pylist()[0]
         raise CorpusError(
-            f"{source} domain={domain} user_id={row['user_id']!r} position={row['position']}: "
+            f"{source} domain={row['domain']} user_id={row['user_id']!r} position={row['position']}: "
             f"item_id {row['item_id']!r} is not in silver.items"
         )
-    return joined.sort_by([("user_id", "ascending"), ("position", "ascending")])
+    return _by_user(seq.append_column("line", lines[column].take(at)))
 
 
 def _check_mixed_is_train(mixed: pa.Table, train: pa.Table, domain: str) -> None:
@@ -363,7 +382,7 @@ def _render_domain(events: ds.Dataset, domain: str, lines: pa.Table, c: CorpusCo
     """Render one pretrain domain's candidate documents (docs.parquet) and, with corpus.probe_docs,
     its probe candidates with their priorities (probe.parquet) into `out`; return the documents."""
     wanted = (ds.field("domain") == domain) & ds.field("split").isin(["train", "valid"])
-    seq = _attach_lines(events.to_table(filter=wanted), lines, "line", "silver.events", domain)
+    seq = _attach_lines(events.to_table(filter=wanted), lines, "line", ("item_id",), "silver.events")
     train = seq.filter(pc.equal(seq["split"], "train"))
     _spill(_window_docs(train, "domain", domain, c), out / "docs.parquet", c.seed)
     if c.probe_docs:
@@ -600,7 +619,8 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
     ):
         tmp = Path(tmp_dir)
         task = bar.add_task("corpus: render", total=len(pretrain) + 2)
-        domain_groups, mixed_parts, probes = [], [], []
+        domain_groups, probes = [], []
+        mixed_events = mixed_ds.to_table()  # in its (user_id, position) order
         for domain in pretrain:
             bar.update(task, description=f"corpus: {domain}")
             group, probe = _rendered(cfg, events, domain, lines[domain], render_keys[domain])
@@ -611,14 +631,17 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
             train = events.to_table(columns=["user_id", "item_id", "ts"], filter=wanted)
             if train.num_rows == 0:
                 warn(f"domains.pretrain: {domain} has no train events in silver.events")
-            mixed_d = mixed_ds.to_table(filter=ds.field("domain") == domain)
-            _check_mixed_is_train(mixed_d, train, domain)
-            mixed_parts.append(_attach_lines(mixed_d, lines[domain], "mixed_line", "silver.mixed", domain))
+            of_domain = pc.equal(mixed_events["domain"], domain)
+            _check_mixed_is_train(mixed_events.filter(of_domain), train, domain)
             bar.advance(task)
         bar.update(task, description="corpus: mixed")
-        mixed_seq = pa.concat_tables(mixed_parts).sort_by(
-            [("user_id", "ascending"), ("position", "ascending")]
+        items = pa.concat_tables(
+            [
+                lines[d].append_column("domain", pa.array([d] * lines[d].num_rows, pa.string()))
+                for d in pretrain
+            ]
         )
+        mixed_seq = _attach_lines(mixed_events, items, "mixed_line", ("domain", "item_id"), "silver.mixed")
         _spill(_window_docs(mixed_seq, "mixed", "mixed", c), tmp / "mixed.parquet", c.seed)
         mixed = _group(tmp / "mixed.parquet", "mixed", "mixed")
         bar.advance(task)
