@@ -422,8 +422,11 @@ def deploy(
 
 def main() -> None:
     """Console-script entry point."""
+    from flows.cprec import embedded_runs
+
     try:
-        app()
+        with embedded_runs():
+            app()
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)

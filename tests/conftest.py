@@ -14,6 +14,16 @@ apply_offline_defaults(force=True)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def embedded_flow_runs():
+    """Flow runs without heartbeats, as `cprec` runs them embedded (flows.cprec.embedded_runs): each
+    would otherwise wait up to 1 s at its end. Tests with a server start it in other processes."""
+    from flows.cprec import embedded_runs
+
+    with embedded_runs(always=True):
+        yield
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real Amazon data beside the checkout; tests that need it skip when it is absent."""

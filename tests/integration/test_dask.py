@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from prefect_runs import final_task_runs
+
 from cprec_core.artifacts import read_manifest
 from cprec_core.config import load_config
 from cprec_core.ingest.synth import generate_synthetic
@@ -52,7 +54,6 @@ def run_data_stages(tmp: Path, name: str, orchestration: list[str]) -> dict[str,
 def test_data_stages_on_a_dask_local_cluster_equal_the_in_process_run(
     prefect_harness, tmp_path: Path
 ) -> None:
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName, TaskRunFilterStartTime
 
     started = datetime.now(UTC)  # the harness is shared: count this test's task runs only
@@ -65,15 +66,12 @@ def test_data_stages_on_a_dask_local_cluster_equal_the_in_process_run(
     on_dask = run_data_stages(tmp_path, "dask", ["orchestration.task_runner=dask", "orchestration.workers=2"])
     assert on_threads == in_process and on_dask == in_process
 
-    with get_client(sync_client=True) as client:
-        since = TaskRunFilterStartTime(after_=started)
-        runs = [
-            r
-            for stage in ("ingest", "behaviors")
-            for r in client.read_task_runs(
-                task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=f"{stage}-"), start_time=since)
-            )
-        ]
+    since = TaskRunFilterStartTime(after_=started)
+    runs = [
+        r
+        for stage in ("ingest", "behaviors")
+        for r in final_task_runs(TaskRunFilter(name=TaskRunFilterName(like_=f"{stage}-"), start_time=since))
+    ]
     # ingest: one task run a domain on each runner; behaviors: on Dask only (on threads one DuckDB
     # builds every domain), all reported to this run's Prefect API
     names = [f"{stage}-{d}" for stage in ("ingest", "behaviors") for d in DOMAINS]

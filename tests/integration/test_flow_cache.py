@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from prefect_runs import final_task_runs
 
 from cprec_core.artifacts import verify
 from cprec_core.config import Config, load_config
@@ -36,12 +37,10 @@ def tiny_config(tmp: Path, *extra: str) -> Config:
 
 
 def task_states(flow_state) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     flow_run_id = flow_state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    runs = final_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}  # task run names are "<task>-<suffix>"
 
 
