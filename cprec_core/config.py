@@ -630,8 +630,8 @@ class OrchestrationConfig(Section):
     task_runner: Literal["threads", "dask"] = Field(
         "threads",
         description="how ingest's per-domain tasks run: threads of the flow's process, or a Dask "
-        "cluster (prefect-dask): the one at dask_address, else a LocalCluster of `workers` processes. "
-        "The run root must be on storage every Dask worker mounts",
+        "cluster (prefect-dask; behaviors' per-domain builds too): the one at dask_address, else a "
+        "LocalCluster of `workers` processes. The run root must be on storage every Dask worker mounts",
     )
     workers: int | None = Field(
         None,
@@ -643,8 +643,13 @@ class OrchestrationConfig(Section):
     )
 
     def worker_count(self) -> int:
-        """`workers`, or this machine's CPU count when it is not set."""
-        return self.workers or os.cpu_count() or 1
+        """`workers`, or the CPUs this process may use when it is not set (its affinity, not the
+        host's count: a container pinned to 2 of 64 cores gets 2)."""
+        if self.workers:
+            return self.workers
+        if hasattr(os, "sched_getaffinity"):  # Linux; macOS and Windows have only the host's count
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
 
 def base_model_setting(model: ModelConfig, key: str) -> int | None:

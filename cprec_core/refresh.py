@@ -2,8 +2,10 @@
 so that two refreshes never run at once.
 
 State: `<root>/state/raw_fingerprints.json` (domain → fingerprint of its raw files), written only
-after a refresh fully succeeded, so a crashed refresh is simply redone by the next one. Reads the
-raw sources through the ingest readers' discovery, writes nothing else.
+after a refresh fully succeeded, so a crashed refresh is simply redone by the next one; and
+`corpus_before_refresh.json`, the corpus a refresh started from, kept until the refresh has said
+whether the corpus changed, so a crashed one's change is still announced. Reads the raw sources
+through the ingest readers' discovery, writes nothing else.
 """
 
 from __future__ import annotations
@@ -77,12 +79,33 @@ def ingest_scope(cfg: Config, changed: list[str]) -> list[str] | None:
 
 
 def corpus_fingerprint(cfg: Config) -> str | None:
-    """gold.corpus's content fingerprint, None when there is none: a refresh that leaves it as it
-    was (a downstream domain's new logs) gives CPT nothing new."""
+    """gold.corpus's content fingerprint, None when there is none."""
     try:
         return verify(GOLD_CORPUS.path(cfg.root)).fingerprint
     except ArtifactError:
         return None
+
+
+def _baseline_path(cfg: Config) -> Path:
+    return state_dir(cfg.root) / "corpus_before_refresh.json"
+
+
+def corpus_baseline(cfg: Config) -> str | None:
+    """The corpus fingerprint a refresh compares its result with, to tell CPT whether anything is
+    new (a downstream domain's new logs leave the corpus as it was): the one recorded by a refresh
+    that did not finish (it may have rebuilt the corpus and died before telling anyone), else the
+    current one, recorded now until `clear_corpus_baseline`."""
+    path = _baseline_path(cfg)
+    if path.is_file():
+        return json.loads(path.read_text())["fingerprint"]
+    current = corpus_fingerprint(cfg)
+    atomic_write_text(path, json.dumps({"fingerprint": current}))
+    return current
+
+
+def clear_corpus_baseline(cfg: Config) -> None:
+    """The refresh has told what it changed (or that nothing did): the next one starts afresh."""
+    _baseline_path(cfg).unlink(missing_ok=True)
 
 
 def save_fingerprints(cfg: Config, fingerprints: dict[str, str]) -> None:

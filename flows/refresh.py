@@ -17,6 +17,8 @@ from cprec_core.config import Config
 from cprec_core.refresh import (
     RefreshBusy,
     changed_domains,
+    clear_corpus_baseline,
+    corpus_baseline,
     corpus_fingerprint,
     ingest_scope,
     refresh_lock,
@@ -56,23 +58,25 @@ def refresh_corpus(cfg: Config) -> dict[str, Any]:
                 logger.info("no new or changed raw files: nothing to do")
                 return {"status": "unchanged", "changed_domains": []}
             logger.info("changed domains: %s", ", ".join(changed))
-            before = corpus_fingerprint(cfg)
+            before = corpus_baseline(cfg)
             # ingest reads only the changed domains; behaviors rebuilds only those, corpus only when
             # its pretrain inputs moved
             results = {"ingest": pipeline.run_stage("ingest", cfg, domains=ingest_scope(cfg, changed))}
             for stage in (s for s in REFRESHED if s != "ingest"):
                 results[stage] = pipeline.run_stage(stage, cfg)
             save_fingerprints(cfg, fingerprints)
+            if corpus_fingerprint(cfg) == before:
+                clear_corpus_baseline(cfg)
+                logger.info("the corpus is unchanged (no pretrain input moved): no %s event", EVENT)
+                return {"status": "corpus-unchanged", "changed_domains": changed, "results": results}
+            payload = {
+                "changed_domains": changed,
+                "documents": results[REFRESHED[-1]].get("documents"),
+                "run": cfg.name,
+            }
+            emit_event(EVENT, resource={"prefect.resource.id": f"cprec.corpus.{cfg.name}"}, payload=payload)
+            clear_corpus_baseline(cfg)  # a crash before this line: the next refresh emits again
     except RefreshBusy as e:
         logger.warning("%s: this run exits without work", e)
         return {"status": "busy", "changed_domains": []}
-    if corpus_fingerprint(cfg) == before:
-        logger.info("the corpus is unchanged (no pretrain input moved): no %s event", EVENT)
-        return {"status": "corpus-unchanged", "changed_domains": changed, "results": results}
-    payload = {
-        "changed_domains": changed,
-        "documents": results[REFRESHED[-1]].get("documents"),
-        "run": cfg.name,
-    }
-    emit_event(EVENT, resource={"prefect.resource.id": f"cprec.corpus.{cfg.name}"}, payload=payload)
     return {"status": "updated", **payload, "results": results}

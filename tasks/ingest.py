@@ -17,9 +17,8 @@ def ingest(cfg: Config, key: str, domains: list[str] | None = None) -> dict[str,
 
     with stage_run("ingest", cfg, key) as run:
         orch = cfg.orchestration
-        one_at_a_time = (
-            orch.task_runner == "threads" and orch.worker_count() == 1
-        )  # one progress bar at a time
+        # one progress bar at a time
+        one_at_a_time = orch.task_runner == "threads" and orch.worker_count() == 1
         summary = run_ingest(
             cfg,
             domains=domains,

@@ -67,9 +67,8 @@ def fast_json_lines(
     the per-row reader would read where the columns see a null."""
     own = set(fields.native.values())
     others = [re.escape(a.encode()) for c in optional for a in FIELD_ALIASES[c] if a not in own]
-    avoid = (
-        re.compile(rb'"(?:' + b"|".join(others) + rb')"') if others else None
-    )  # one pass, not one per name
+    # one regex scan of a block finds any of those names (a `in` per name scanned it once each)
+    avoid = re.compile(rb'"(?:' + b"|".join(others) + rb')"') if others else None
 
     def per_row(rec: Record) -> Record:
         return rec if rec.value is None else rec._replace(value=fields.apply(rec.value))
@@ -157,8 +156,9 @@ def _parse_block(lines: list[bytes], schema: pa.Schema, avoid: re.Pattern[bytes]
     last = ends - 1 - (buf[ends - 1] == CR)  # a line's last byte, before a CRLF's \r
     if (buf[starts] != OPEN).any() or (buf[last] != CLOSE).any():  # an empty line starts with its newline
         return None
-    at = np.flatnonzero((buf == OPEN) | (buf == BRACKET))  # few: counted per line by bisection,
-    brackets = np.searchsorted(at, ends) - np.searchsorted(at, starts)  # 27x faster than reduceat
+    # brackets per line by bisection over their few positions (np.add.reduceat: 27x slower)
+    at = np.flatnonzero((buf == OPEN) | (buf == BRACKET))
+    brackets = np.searchsorted(at, ends) - np.searchsorted(at, starts)
     if (brackets > NESTING).any():
         return None
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")

@@ -254,3 +254,14 @@ def test_a_child_on_other_code_refuses_to_start() -> None:
         CodeVersionMismatch, match="the parent flow run 0.0.0\\+other: deploy the same commit"
     ):
         cprec.fn(config=None, stages="ingest", parent_code_version="0.0.0+other")
+
+
+def test_workers_default_to_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    assert load_config(None, ["orchestration.workers=3"]).orchestration.worker_count() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5}, raising=False)  # 2 of the host's cores
+    assert load_config(None, []).orchestration.worker_count() == 2
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS, Windows: the host's count
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert load_config(None, []).orchestration.worker_count() == 6
