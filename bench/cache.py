@@ -91,7 +91,7 @@ def _timed_runs(work: str, n: int) -> dict[str, Any]:
     timed("refresh0", corpus_refresh)
     per_domain = cold["ingest"]["domains"]
     total = sum(d["interactions"] for d in per_domain.values())
-    pretrain = load_config(None, []).domains.pretrain
+    pretrain = config["domains"]["pretrain"]
     refreshes = {}
     for domain in CHANGED:
         staging = work_dir / f"staging-{domain}"

@@ -23,7 +23,8 @@ silver.items; writes gold.corpus (partition kind=domain|mixed) and gold.probe.
 - Render cache: a pretrain domain's candidate documents and probe candidates depend only on its
   silver.events partition, its items' text and the rendering settings (`RENDERED`); they are kept
   under cache/corpus/<domain>/<key> and reused while those are unchanged, so a refresh renders only
-  the changed domains' documents (the mixed documents and the selection are redone every time).
+  the changed domains' documents (the mixed documents and the selection are redone when any
+  pretrain input changed).
 - Unchanged inputs (`inputs_key`: every pretrain domain's render key, silver.mixed's fingerprint,
   the corpus and domain settings, the code): gold.corpus and gold.probe stay as they are, only the
   catalogue guard runs again. A refresh of a downstream domain changes no byte of the corpus.
@@ -89,7 +90,9 @@ from cprec_core.schema import (
 )
 
 log = logging.getLogger(__name__)
-RENDER_CHUNK_ROWS = 100_000  # events rendered per batch of whole users: bounds Python memory
+# item lines rendered per batch of whole users (overlapping windows repeat lines): bounds memory and
+# keeps a batch's text far below Arrow's 2 GiB string limit
+RENDER_CHUNK_LINES = 150_000
 RENDERED = {"max_items", "window_overlap", "max_title_chars", "probe_docs", "seed"}  # a render's settings
 
 
@@ -207,15 +210,18 @@ def _window_docs(seq: pa.Table, kind: str, name: str, c: CorpusConfig) -> Iterat
     """Render windowed documents from a sequence table sorted by (user_id, position).
 
     `seq` has columns user_id, domain and line (the rendered item text of its kind). Yields one
-    table per ~RENDER_CHUNK_ROWS events (whole users), built column-wise in Arrow: each document is
+    table per ~RENDER_CHUNK_LINES item lines (whole users), built column-wise in Arrow: each document is
     `number_lines(header, its window's lines)`, its id `<prefix><user>:<window, 5 digits>`.
     """
     header = MIXED_HEADER if kind == "mixed" else domain_header(name)
     prefix = "mixed:" if kind == "mixed" else f"domain:{name}:"
     bounds = _user_bounds(seq["user_id"])
+    of_user, _, first, last = window_bounds(np.diff(bounds), c.max_items, c.window_overlap)
+    per_user = np.bincount(of_user, weights=last - first, minlength=len(bounds) - 1)
+    lines = np.concatenate([[0], np.cumsum(per_user)])  # item lines rendered before each user
     lo = 0
     while lo < len(bounds) - 1:
-        last_fitting = int(np.searchsorted(bounds, bounds[lo] + RENDER_CHUNK_ROWS, side="right")) - 1
+        last_fitting = int(np.searchsorted(lines, lines[lo] + RENDER_CHUNK_LINES, side="right")) - 1
         hi = max(lo + 1, last_fitting)
         part = seq.slice(bounds[lo], bounds[hi] - bounds[lo])
         user_start = bounds[lo:hi] - bounds[lo]

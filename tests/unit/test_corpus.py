@@ -321,8 +321,8 @@ def test_contract_violations_are_refused(tmp_path: Path) -> None:
 def test_render_chunks_do_not_change_the_corpus(synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = make_config(synth_root, max_items=8, window_overlap=2, mix_ratio=0.4)
     whole = build_corpus(cfg)
-    # 7 events per batch: users are never split, a user longer than 7 events gets a batch alone
-    monkeypatch.setattr("cprec_core.corpus.RENDER_CHUNK_ROWS", 7)
+    # 7 item lines per batch: users are never split, a user with more lines gets a batch alone
+    monkeypatch.setattr("cprec_core.corpus.RENDER_CHUNK_LINES", 7)
     shutil.rmtree(synth_root / "cache" / "corpus")  # render every domain again, not from the cache
     assert build_corpus(cfg)["corpus_fingerprint"] == whole["corpus_fingerprint"]
 
