@@ -156,12 +156,17 @@ SHOWN_CHARS = 120  # a document's text as GX sees it (and a failure's sample row
 def _derived(batch: pa.RecordBatch) -> pd.DataFrame:
     """The frame a suite reads: the length columns that text expectations read added, a document's
     text cut to its first SHOWN_CHARS characters (its length, and whether it is null, are kept:
-    GX pickles and hashes every frame it validates, which whole documents made most of the work)."""
+    GX pickles and hashes every frame it validates, which whole documents made most of the work),
+    narrower integers widened to 64 bits (GX checks a range on int64/float64 columns as one array
+    operation, on any other dtype one Python call per value: 3 of 6 s for 5 M events)."""
     names = batch.schema.names
     if "text" in names:
         text = batch.column("text")
         batch = batch.set_column(names.index("text"), "text", pc.utf8_slice_codeunits(text, 0, SHOWN_CHARS))
         batch = batch.append_column("text_chars", pc.utf8_length(text))
+    for i, column in enumerate(batch.schema):
+        if pa.types.is_integer(column.type) and column.type.bit_width < 64:
+            batch = batch.set_column(i, column.name, pc.cast(batch.column(i), pa.int64()))
     df = batch.to_pandas()
     if "title" in df and "item_id" in df and "kind" not in df:
         df["title_chars"] = df["title"].str.len()
