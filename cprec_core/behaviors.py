@@ -249,7 +249,7 @@ def _build(
         with timed("55_fct_kept"):
             duplicates = {**_duplicates(con), **{d: k.duplicates for d, k in kept.items()}}
             if kept:
-                _register_kept(con, kept)
+                _register_kept(con, kept, set() if mixed is not None else set(cfg.domains.pretrain))
                 sql.run(con, "55_fct_kept")
                 sql.run(con, "00_cfg_domains", every_domain)  # the mixed sequences span every domain
         if mixed is None:
@@ -361,9 +361,15 @@ def _register_bronze(
     con.from_arrow(empty).create_view(view, replace=True)
 
 
-def _register_kept(con: duckdb.DuckDBPyConnection, kept: dict[str, KeptDomain]) -> None:
-    """The kept domains' silver as the views sql/55_fct_kept joins: events, items and stats rows."""
-    sql.register_parquet(con, "kept_events", sorted(str(p) for k in kept.values() for p in k.events.values()))
+def _register_kept(con: duckdb.DuckDBPyConnection, kept: dict[str, KeptDomain], events_of: set[str]) -> None:
+    """The kept domains' silver as the views sql/55_fct_kept joins: the events of those in
+    `events_of` (what the mixed sequences read; silver.events itself takes kept partitions as they
+    are), and every kept domain's items and stats rows."""
+    files = sorted(str(p) for d, k in kept.items() if d in events_of for p in k.events.values())
+    if files:
+        sql.register_parquet(con, "kept_events", files)
+    else:
+        con.from_arrow(SILVER_EVENTS.schema.empty_table()).create_view("kept_events", replace=True)
     for view, files_of, artifact in (
         ("kept_items", lambda k: k.items, SILVER_ITEMS),
         ("kept_stats", lambda k: k.stats, SILVER_STATS),

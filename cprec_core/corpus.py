@@ -288,13 +288,14 @@ def _probe_docs(seq: pa.Table, domain: str, c: CorpusConfig) -> tuple[pa.Table, 
 
 
 def _item_lines(items: pa.Table, domain: str, max_chars: int) -> pa.Table:
-    """item_id -> (line, mixed_line): the rendered text of every item of one domain."""
+    """(domain, item_id) -> (line, mixed_line): the rendered text of every item of one domain."""
     t = items.filter(pc.equal(items["domain"], domain))
     if pc.count_distinct(t["item_id"]).as_py() != t.num_rows:
         raise CorpusError(f"silver.items domain={domain}: item_id is not unique (rerun behaviors)")
     titles, cats = t["title"].to_pylist(), t["category"].to_pylist()
     return pa.table(
         {
+            "domain": t["domain"],
             "item_id": t["item_id"],
             "line": pa.array(
                 [item_text(a, b, max_chars) for a, b in zip(titles, cats, strict=True)], pa.string()
@@ -641,13 +642,10 @@ def build_corpus(cfg: Config, progress: bool = False) -> dict[str, Any]:
             _check_mixed_is_train(mixed_events.filter(of_domain), train, domain)
             bar.advance(task)
         bar.update(task, description="corpus: mixed")
-        items = pa.concat_tables(
-            [
-                lines[d].append_column("domain", pa.array([d] * lines[d].num_rows, pa.string()))
-                for d in pretrain
-            ]
+        by_item = ("domain", "item_id")  # an item id is unique within its domain only
+        mixed_seq = _attach_lines(
+            mixed_events, pa.concat_tables(lines.values()), "mixed_line", by_item, "silver.mixed"
         )
-        mixed_seq = _attach_lines(mixed_events, items, "mixed_line", ("domain", "item_id"), "silver.mixed")
         _spill(_window_docs(mixed_seq, "mixed", "mixed", c), tmp / "mixed.parquet", c.seed)
         mixed = _group(tmp / "mixed.parquet", "mixed", "mixed")
         bar.advance(task)

@@ -1,9 +1,11 @@
 -- The final tables of the domains built here joined with the silver of the domains built before
--- (behaviors.py: unchanged since the silver on disk, or built by fan-out tasks): kept_events,
--- kept_items and kept_stats hold those domains' rows, so the mixed sequences and the exports see
--- every domain.
+-- (behaviors.py: unchanged since the silver on disk, or built by fan-out tasks): kept_items and
+-- kept_stats hold those domains' rows, kept_events the events of theirs that the mixed sequences
+-- read (pretrain domains; none when silver.mixed is kept too: silver.events takes kept partitions
+-- as they are, never through here).
 -- Each domain's rows are what a full rebuild gives it: every step before is per domain.
--- The surrogate keys are renumbered over the joined rows, in id order, as a full rebuild numbers them.
+-- The surrogate keys are renumbered over the joined rows, in id order: their order is a full
+-- rebuild's, which is all the sorts and windows after this use (no key is written).
 create or replace table fct_events as
 with
 joined as (

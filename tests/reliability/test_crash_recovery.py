@@ -214,6 +214,9 @@ def test_sigkill_mid_write_leaves_the_previous_artifact_whole(
 ) -> None:
     tmp, tokenizer_dir = uninterrupted_run
     cfg = crash_root(tmp, f"rewrite-{stage}", stage, keep_outputs=True)
+    if stage == "corpus":  # the same inputs keep the corpus as it is: ask for another mix (same probe)
+        mix = 0.3 if cfg.corpus.mix_ratio != 0.3 else 0.4
+        cfg = cfg.model_copy(update={"corpus": cfg.corpus.model_copy(update={"mix_ratio": mix})})
     before = fingerprints(cfg.root, stage)
     kill_at(stage, cfg, f"write:{KILLED[stage].name}:1", tokenizer_dir, KILLED[stage], "tmp")
     # every output is still the previous complete artifact, hash for hash
