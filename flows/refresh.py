@@ -64,19 +64,19 @@ def refresh_corpus(cfg: Config) -> dict[str, Any]:
             results = {"ingest": pipeline.run_stage("ingest", cfg, domains=ingest_scope(cfg, changed))}
             for stage in (s for s in REFRESHED if s != "ingest"):
                 results[stage] = pipeline.run_stage(stage, cfg)
-            save_fingerprints(cfg, fingerprints)
+            # tell, then forget the baseline, then record the raw state: a crash between any two
+            # of these makes the next refresh redo the work and tell again (never tell nothing)
+            status, payload = "corpus-unchanged", {"changed_domains": changed}
             if corpus_fingerprint(cfg) == before:
-                clear_corpus_baseline(cfg)
                 logger.info("the corpus is unchanged (no pretrain input moved): no %s event", EVENT)
-                return {"status": "corpus-unchanged", "changed_domains": changed, "results": results}
-            payload = {
-                "changed_domains": changed,
-                "documents": results[REFRESHED[-1]].get("documents"),
-                "run": cfg.name,
-            }
-            emit_event(EVENT, resource={"prefect.resource.id": f"cprec.corpus.{cfg.name}"}, payload=payload)
-            clear_corpus_baseline(cfg)  # a crash before this line: the next refresh emits again
+            else:
+                status = "updated"
+                payload |= {"documents": results[REFRESHED[-1]].get("documents"), "run": cfg.name}
+                resource = {"prefect.resource.id": f"cprec.corpus.{cfg.name}"}
+                emit_event(EVENT, resource=resource, payload=payload)
+            clear_corpus_baseline(cfg)
+            save_fingerprints(cfg, fingerprints)
     except RefreshBusy as e:
         logger.warning("%s: this run exits without work", e)
         return {"status": "busy", "changed_domains": []}
-    return {"status": "updated", **payload, "results": results}
+    return {"status": status, **payload, "results": results}

@@ -136,7 +136,7 @@ def test_new_logs_of_a_downstream_domain_leave_the_corpus_as_it_is_and_emit_noth
     assert [e.payload["changed_domains"] for e in mine] == [sorted([*DOMAINS, "Garden"])]  # the first one
 
 
-def test_a_refresh_that_died_after_rebuilding_the_corpus_is_announced_by_the_next(
+def test_a_refresh_that_dies_is_announced_once_by_the_next(
     prefect_harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_domain_files(tmp_path, DOMAINS, seed=7)
@@ -144,25 +144,37 @@ def test_a_refresh_that_died_after_rebuilding_the_corpus_is_announced_by_the_nex
     assert refresh(cfg)["status"] == "updated"
     before = verify(GOLD_CORPUS.path(cfg.root)).fingerprint
 
-    write_domain_files(tmp_path, ["Home"], seed=8)  # new logs of a pretrain domain
+    def die(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed")
 
-    def die(*args: object) -> None:
-        raise RuntimeError("killed after the corpus was rebuilt")
+    def refresh_killed_at(step: str) -> None:
+        with monkeypatch.context() as m:
+            m.setattr(f"flows.refresh.{step}", die)
+            with pytest.raises(RuntimeError, match="killed"):
+                refresh(cfg)
 
-    with monkeypatch.context() as m:
-        m.setattr("flows.refresh.save_fingerprints", die)
-        with pytest.raises(RuntimeError, match="killed"):
-            refresh(cfg)
+    # new logs of a pretrain domain; the refresh rebuilds the corpus and dies before it tells
+    write_domain_files(tmp_path, ["Home"], seed=8)
+    refresh_killed_at("emit_event")
     assert verify(GOLD_CORPUS.path(cfg.root)).fingerprint != before  # rebuilt, never announced
-
     again = refresh(cfg)  # the corpus is already rebuilt: this run changes nothing, and still tells
     assert again["status"] == "updated" and again["changed_domains"] == ["Home"]
+
+    # new logs again; this refresh tells, then dies before it records the raw state
+    write_domain_files(tmp_path, ["Books"], seed=9)
+    refresh_killed_at("save_fingerprints")
+    redo = refresh(cfg)  # the work is redone, and not told twice
+    assert redo["status"] == "corpus-unchanged" and redo["changed_domains"] == ["Books"]
+    assert refresh(cfg) == {"status": "unchanged", "changed_domains": []}
+
+    told = [DOMAINS, ["Home"], ["Books"]]
     deadline, mine = time.monotonic() + 30, []
-    while time.monotonic() < deadline and len(mine) < 2:
+    while time.monotonic() < deadline and len(mine) < len(told):
         mine = [e for e in read_corpus_events() if e.resource.id == "cprec.corpus.died-refresh"]
         time.sleep(0.5)
-    assert sorted(e.payload["changed_domains"] for e in mine) == [DOMAINS, ["Home"]]
-    assert refresh(cfg) == {"status": "unchanged", "changed_domains": []}
+    time.sleep(1)  # a duplicate would arrive after the last expected one
+    mine = [e for e in read_corpus_events() if e.resource.id == "cprec.corpus.died-refresh"]
+    assert sorted(e.payload["changed_domains"] for e in mine) == sorted(told)
 
 
 def test_refresh_while_another_holds_the_lock_exits_cleanly(prefect_harness, tmp_path: Path) -> None:
