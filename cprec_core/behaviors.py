@@ -351,14 +351,21 @@ def _register_bronze(
     else:
         parts = partition_files(read_manifest(artifact, root), artifact.path(root), "domain")
         files = [str(path) for d in sorted(parts) if d in domains for path in sorted(parts[d].values())]
-    if files:
-        sql.register_parquet(con, view, files, row_order=row_order)
-        return
     empty = artifact.schema.empty_table()  # a join of built domains only: no bronze to read
     if row_order:
         empty = empty.append_column("filename", pa.array([], pa.string()))
         empty = empty.append_column("file_row_number", pa.array([], pa.int64()))
-    con.from_arrow(empty).create_view(view, replace=True)
+    _register_files(con, view, files, empty, row_order)
+
+
+def _register_files(
+    con: duckdb.DuckDBPyConnection, view: str, files: list[str], empty: pa.Table, row_order: bool = False
+) -> None:
+    """`files` as the view `view`, or `empty` (the same columns) when there are none."""
+    if files:
+        sql.register_parquet(con, view, files, row_order=row_order)
+    else:
+        con.from_arrow(empty).create_view(view, replace=True)
 
 
 def _register_kept(con: duckdb.DuckDBPyConnection, kept: dict[str, KeptDomain], events_of: set[str]) -> None:
@@ -366,10 +373,7 @@ def _register_kept(con: duckdb.DuckDBPyConnection, kept: dict[str, KeptDomain], 
     `events_of` (what the mixed sequences read; silver.events itself takes kept partitions as they
     are), and every kept domain's items and stats rows."""
     files = sorted(str(p) for d, k in kept.items() if d in events_of for p in k.events.values())
-    if files:
-        sql.register_parquet(con, "kept_events", files)
-    else:
-        con.from_arrow(SILVER_EVENTS.schema.empty_table()).create_view("kept_events", replace=True)
+    _register_files(con, "kept_events", files, SILVER_EVENTS.schema.empty_table())
     for view, files_of, artifact in (
         ("kept_items", lambda k: k.items, SILVER_ITEMS),
         ("kept_stats", lambda k: k.stats, SILVER_STATS),

@@ -216,8 +216,8 @@ def _window_docs(seq: pa.Table, kind: str, name: str, c: CorpusConfig) -> Iterat
     header = MIXED_HEADER if kind == "mixed" else domain_header(name)
     prefix = "mixed:" if kind == "mixed" else f"domain:{name}:"
     bounds = _user_bounds(seq["user_id"])
-    of_user, _, first, last = window_bounds(np.diff(bounds), c.max_items, c.window_overlap)
-    per_user = np.bincount(of_user, weights=last - first, minlength=len(bounds) - 1)
+    of_user, of_number, of_start, of_end = window_bounds(np.diff(bounds), c.max_items, c.window_overlap)
+    per_user = np.bincount(of_user, weights=of_end - of_start, minlength=len(bounds) - 1)
     lines = np.concatenate([[0], np.cumsum(per_user)])  # item lines rendered before each user
     lo = 0
     while lo < len(bounds) - 1:
@@ -225,7 +225,8 @@ def _window_docs(seq: pa.Table, kind: str, name: str, c: CorpusConfig) -> Iterat
         hi = max(lo + 1, last_fitting)
         part = seq.slice(bounds[lo], bounds[hi] - bounds[lo])
         user_start = bounds[lo:hi] - bounds[lo]
-        user, number, start, end = window_bounds(np.diff(bounds[lo : hi + 1]), c.max_items, c.window_overlap)
+        mine = slice(*np.searchsorted(of_user, [lo, hi]))  # the windows of users lo..hi-1
+        user, number, start, end = of_user[mine] - lo, of_number[mine], of_start[mine], of_end[mine]
         lengths = end - start
         rows = _ragged_arange(user_start[user] + start, lengths)  # each window's events, in order
         line_no = _ragged_arange(np.ones_like(lengths), lengths)
