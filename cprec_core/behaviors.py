@@ -238,6 +238,7 @@ def _build(
         with timed("00_cfg_domains"):
             sql.run(con, "00_cfg_domains", params)
             _check_coverage(con, root)
+            params.update(_domain_index(con))
         for name in CLEANING:
             with timed(name):
                 sql.run(con, name, params)
@@ -387,6 +388,13 @@ def _register_kept(con: duckdb.DuckDBPyConnection, kept: dict[str, KeptDomain], 
             for f, ds in sorted(takers.items())
         ]
         con.from_arrow(pa.concat_tables(rows)).create_view(view, replace=True)
+
+
+def _domain_index(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """cfg_domains' domains in domain_index order, and their count: the SQL after 00_cfg_domains
+    turns a sequence_key into its domain with these (bound, so no 10 M-row join does it)."""
+    names = [r[0] for r in con.sql("select domain from cfg_domains order by domain_index").fetchall()]
+    return {"domain_names": names, "n_domains": len(names)}
 
 
 def _duplicates(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:

@@ -1,7 +1,9 @@
 -- Events with exact duplicates collapsed, on integer keys, each flagged with the two filters
 -- before the k-core: whether the per-domain user sample keeps its user and whether its item has
 -- usable text. One pass over bronze; 70_fct_stats counts each step from these flags.
--- sequence_key is one integer per (domain, user): the k-core and the sequencing group on it.
+-- sequence_key is one integer per (domain, user): (user_key - 1) * $n_domains + domain_index
+-- (cfg_domains' count and index), so both come back from it by arithmetic and no later table
+-- carries them.
 -- Grain: one row per (domain, user_key, item_key, ts). Key: (sequence_key, item_key, ts).
 create or replace table int_events as
 with
@@ -10,14 +12,12 @@ staged as (
 ),
 
 domains as (
-    select domain, domain_index, user_fraction, count(*) over () as n_domains from cfg_domains
+    select domain, domain_index, user_fraction from cfg_domains
 ),
 
 keyed as (
     select
-        staged.domain,
-        int_user_keys.user_key,
-        (int_user_keys.user_key - 1) * domains.n_domains + domains.domain_index as sequence_key,
+        (int_user_keys.user_key - 1) * $n_domains + domains.domain_index as sequence_key,
         int_item_keys.item_key,
         staged.ts,
         staged.source_line,
@@ -32,16 +32,9 @@ keyed as (
 )
 
 -- the same (domain, user, item, ts) twice is one event logged twice: it keeps its first line and
--- counts its copies (bronze's event count); the same item at another time is a repeat purchase
-select
-    any_value(domain) as domain,
-    any_value(user_key) as user_key,
-    sequence_key,
-    item_key,
-    ts,
-    min(source_line) as source_line,
-    count(*) as n_copies,
-    any_value(sampled) as sampled,
-    any_value(has_text) as has_text
+-- counts its copies (bronze's event count); the same item at another time is a repeat purchase.
+-- sampled is a function of the sequence and has_text of the item, so grouping on them splits no
+-- group (and is cheaper than carrying them through the aggregate)
+select sequence_key, item_key, ts, sampled, has_text, min(source_line) as source_line, count(*) as n_copies
 from keyed
-group by sequence_key, item_key, ts;
+group by sequence_key, item_key, ts, sampled, has_text;

@@ -5,7 +5,7 @@
 create or replace table int_kcore as
 with
 events as (
-    select domain, user_key, sequence_key, item_key, ts, source_line, sampled, has_text from int_events
+    select sequence_key, item_key, ts, source_line, sampled, has_text from int_events
 )
 
-select domain, user_key, sequence_key, item_key, ts, source_line from events where sampled and has_text;
+select sequence_key, item_key, ts, source_line from events where sampled and has_text;

@@ -1,11 +1,11 @@
 -- Per-user chronological domain sequences with their leave-one-out split (PAPER.md §2, §6), the
--- raw user and item ids joined back from their surrogate keys (kept too, for 51-70).
+-- domain and raw user and item ids joined back from their keys (the keys kept too, for 51-70).
 -- Grain: one row per (domain, user_id, position). Key: (domain, user_id, position) (user_key orders
 -- as user_id, so the export sorts on integers).
 create or replace table fct_events as
 with
 kcore as (
-    select domain, user_key, sequence_key, item_key, ts, source_line from int_kcore
+    select sequence_key, item_key, ts, source_line from int_kcore
 ),
 
 sequenced as (
@@ -13,8 +13,7 @@ sequenced as (
     -- RecBole's stable sort) or go by item_id ('item_id'); item_key (in item_id order) then makes
     -- the order total ((domain, user, item, ts) is unique after dedup)
     select
-        domain,
-        user_key,
+        sequence_key,
         item_key,
         ts,
         row_number() over user_events - 1 as position,
@@ -31,8 +30,8 @@ split as (
     -- leave-one-out needs train + valid + test: shorter histories are dropped from the domain;
     -- last event = test, second last = valid, the rest = train
     select
-        domain,
-        user_key,
+        sequence_key % $n_domains as domain_index,
+        sequence_key // $n_domains + 1 as user_key,
         item_key,
         position,
         ts,
@@ -46,7 +45,7 @@ split as (
 )
 
 select
-    split.domain,
+    $domain_names[split.domain_index + 1] as domain,
     int_user_keys.user_id,
     cast(split.position as integer) as position,
     int_item_keys.item_id,

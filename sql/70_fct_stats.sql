@@ -1,53 +1,58 @@
 -- Counts after each cleaning step, so every loss of data is visible per domain: each step is an
 -- aggregate over integer keys of the table that step made (the cleaning steps are flags on
--- int_events; dedup keeps every user and item, so bronze shares its distinct counts).
+-- int_events; dedup keeps every user and item, so bronze shares its distinct counts, and its
+-- event count is the copies dedup collapsed). Domains are grouped by their index, which a
+-- sequence_key carries ((user_key - 1) * $n_domains + domain_index, 20_int_events), and named
+-- from $domain_names (cfg_domains' domains in index order).
 -- A step that keeps none of a user's events does not count the user (count(*) filter on
 -- bool_or): the same as counting distinct users among the step's events.
 -- Grain: one row per (configured domain, step); a step that left nothing has zeros.
 -- Key: (domain, step).
 create or replace table fct_stats as
 with
-bronze_events as (
-    select domain, count(*) as n_events from stg_interactions group by domain
+events as (
+    select sequence_key % $n_domains as domain_index, sequence_key, item_key, n_copies, sampled, has_text
+    from int_events
 ),
 
 users as (
     -- whether any of a user's (an item's) events passed each filter: distinct counts come from
     -- one grouping per key instead of a distinct hash table per step
-    select any_value(domain) as domain, bool_or(sampled) as sampled,
+    select any_value(domain_index) as domain_index, bool_or(sampled) as sampled,
         bool_or(sampled and has_text) as with_text
-    from int_events
+    from events
     group by sequence_key
 ),
 
 items as (
-    select any_value(domain) as domain, bool_or(sampled) as sampled,
+    select any_value(domain_index) as domain_index, bool_or(sampled) as sampled,
         bool_or(sampled and has_text) as with_text
-    from int_events
+    from events
     group by item_key
 ),
 
 user_counts as (
-    select domain, count(*) as dedup, count(*) filter (where sampled) as sample,
+    select domain_index, count(*) as dedup, count(*) filter (where sampled) as sample,
         count(*) filter (where with_text) as text
-    from users group by domain
+    from users group by domain_index
 ),
 
 item_counts as (
-    select domain, count(*) as dedup, count(*) filter (where sampled) as sample,
+    select domain_index, count(*) as dedup, count(*) filter (where sampled) as sample,
         count(*) filter (where with_text) as text
-    from items group by domain
+    from items group by domain_index
 ),
 
 event_counts as (
-    select domain, count(*) as dedup, count(*) filter (where sampled) as sample,
-        count(*) filter (where sampled and has_text) as text
-    from int_events group by domain
+    select domain_index, sum(n_copies) as bronze, count(*) as dedup,
+        count(*) filter (where sampled) as sample, count(*) filter (where sampled and has_text) as text
+    from events group by domain_index
 ),
 
 cleaning as (
     select
-        event_counts.domain,
+        $domain_names[event_counts.domain_index + 1] as domain,
+        event_counts.bronze as bronze_events,
         user_counts.dedup as dedup_users,
         item_counts.dedup as dedup_items,
         event_counts.dedup as dedup_events,
@@ -58,14 +63,15 @@ cleaning as (
         item_counts.text as text_items,
         event_counts.text as text_events
     from event_counts
-    join user_counts on user_counts.domain = event_counts.domain
-    join item_counts on item_counts.domain = event_counts.domain
+    join user_counts on user_counts.domain_index = event_counts.domain_index
+    join item_counts on item_counts.domain_index = event_counts.domain_index
 ),
 
 kcore as (
-    select domain, count(distinct sequence_key) as n_users, count(distinct item_key) as n_items,
-        count(*) as n_events
-    from int_kcore group by domain
+    select $domain_names[sequence_key % $n_domains + 1] as domain, count(distinct sequence_key) as n_users,
+        count(distinct item_key) as n_items, count(*) as n_events
+    from int_kcore
+    group by sequence_key % $n_domains
 ),
 
 sequences as (
@@ -75,9 +81,9 @@ sequences as (
 ),
 
 counts as (
-    select cleaning.domain, 'bronze' as step, dedup_users as n_users, dedup_items as n_items,
-        bronze_events.n_events
-    from cleaning join bronze_events on bronze_events.domain = cleaning.domain
+    select domain, 'bronze' as step, dedup_users as n_users, dedup_items as n_items,
+        bronze_events as n_events
+    from cleaning
     union all
     select domain, 'dedup', dedup_users, dedup_items, dedup_events from cleaning
     union all
