@@ -25,11 +25,15 @@ so a partial rebuild writes the bytes a full one writes.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
+import queue
 import shutil
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -511,50 +515,107 @@ def _export(
     partitions in `adopt` (by value; "" for an unpartitioned artifact's files) are taken as they
     are on disk instead.
 
-    A partitioned artifact is streamed one partition at a time, so its row groups are cut per
+    A partitioned artifact is read one partition at a time, so its row groups are cut per
     partition and a partition's file does not depend on the others. The write is atomic, with a
     manifest. Table and column names come from this module and schema.py, never from user input.
     """
-    columns = ", ".join(artifact.schema.names)
     with DatasetWriter(artifact, root, cfg_hash) as writer:
-        if artifact.partition is None and "" in adopt:
-            writer.adopt(adopt[""])
-        elif artifact.partition is None:
-            query = f"select {columns} from {table} order by {', '.join(order)}"
-            _stream(con.sql(query), writer)
-        else:
-            col = artifact.partition
-            values = [r[0] for r in con.sql(f"select distinct {col} from {table}").fetchall()]
-            for value in sorted({*values, *adopt}):
-                if value in adopt:
-                    writer.adopt(adopt[value])
-                    continue
-                rest = ", ".join(c for c in order if c != col)
-                query = f"select {columns} from {table} where {col} = $value order by {rest}"
-                _stream(con.sql(query, params={"value": value}), writer)
+        for files in adopt.values():
+            writer.adopt(files)
+        with _read_ahead(con, _export_queries(con, table, artifact, order, adopt)) as batches:
+            for chunk in _fixed_chunks(batches, BATCH_ROWS):
+                writer.write(chunk)
         writer.extra.update(extra)
     assert writer.manifest is not None  # set by a clean __exit__
     return writer.manifest
 
 
-def _stream(relation: duckdb.DuckDBPyRelation, writer: DatasetWriter) -> None:
-    for chunk in _fixed_chunks(relation.to_arrow_reader(BATCH_ROWS), BATCH_ROWS):
-        writer.write(chunk)
+def _export_queries(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    artifact: Artifact,
+    order: tuple[str, ...],
+    adopt: dict[str, dict[str, Path]],
+) -> list[tuple[str, dict[str, Any] | None]]:
+    """The sorted reads of `table` that _export writes: one per partition value not in `adopt`
+    (in value order), or one for the whole of an unpartitioned artifact (none when adopted)."""
+    columns = ", ".join(artifact.schema.names)
+    col = artifact.partition
+    if col is None:
+        return [] if "" in adopt else [(f"select {columns} from {table} order by {', '.join(order)}", None)]
+    values = sorted(r[0] for r in con.sql(f"select distinct {col} from {table}").fetchall())
+    rest = ", ".join(c for c in order if c != col)
+    query = f"select {columns} from {table} where {col} = $value order by {rest}"
+    return [(query, {"value": v}) for v in values if v not in adopt]
 
 
-def _fixed_chunks(reader: pa.RecordBatchReader, rows: int) -> Iterator[pa.Table]:
-    """The stream re-cut at every `rows`-th row. DuckDB's batch boundaries depend on its thread
-    count; each chunk is a row group (per partition), so fixed cuts make the files, and their
+_END = object()  # the reader thread's last item
+
+
+@contextlib.contextmanager
+def _read_ahead(
+    con: duckdb.DuckDBPyConnection, queries: list[tuple[str, dict[str, Any] | None]], depth: int = 4
+) -> Iterator[Iterator[tuple[int, pa.RecordBatch]]]:
+    """The batches of each query in turn, as (query number, batch), read on a second connection
+    to the same database by a thread while the caller writes the batches before them: DuckDB sorts
+    on its threads while the Parquet encoder runs on the caller's (on 2 cores, writing 10 M events
+    1.9 -> 1.5 s). At most `depth` batches wait in memory. Leaving the block early interrupts the
+    query and stops the thread."""
+    waiting: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    cursor = con.cursor()
+
+    def hand_over(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for number, (query, params) in enumerate(queries):
+                for batch in cursor.sql(query, params=params).to_arrow_reader(BATCH_ROWS):
+                    if not hand_over((number, batch)):
+                        return
+            hand_over(_END)
+        except BaseException as error:  # re-raised in the caller's thread
+            hand_over(error)
+
+    def batches() -> Iterator[tuple[int, pa.RecordBatch]]:
+        while (item := waiting.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    reader = threading.Thread(target=read, name="behaviors-export", daemon=True)
+    reader.start()
+    try:
+        yield batches()
+    finally:
+        stop.set()
+        cursor.interrupt()
+        reader.join()
+        cursor.close()
+
+
+def _fixed_chunks(batches: Iterable[tuple[int, pa.RecordBatch]], rows: int) -> Iterator[pa.Table]:
+    """Each query's rows (batches numbered by query, in order) re-cut at every `rows`-th row of
+    that query. DuckDB's batch boundaries depend on its thread count; each chunk is a row group
+    (per partition: one query is one partition), so fixed cuts make the files, and their
     fingerprints, the same on every machine."""
-    pending: list[pa.RecordBatch] = []
-    held = 0
-    for batch in reader:
-        pending.append(batch)
-        held += batch.num_rows
-        while held >= rows:
-            table = pa.Table.from_batches(pending, reader.schema)
-            yield table.slice(0, rows)
-            rest = table.slice(rows)
-            pending, held = rest.to_batches(), rest.num_rows
-    if held:
-        yield pa.Table.from_batches(pending, reader.schema)
+    for _, numbered in itertools.groupby(batches, key=operator.itemgetter(0)):
+        pending: list[pa.RecordBatch] = []
+        held = 0
+        for _, batch in numbered:
+            pending.append(batch)
+            held += batch.num_rows
+            while held >= rows:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, rows)
+                rest = table.slice(rows)
+                pending, held = rest.to_batches(), rest.num_rows
+        if held:
+            yield pa.Table.from_batches(pending)

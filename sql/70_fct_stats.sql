@@ -10,24 +10,19 @@
 -- Key: (domain, step).
 create or replace table fct_stats as
 with
-events as (
-    select sequence_key % $n_domains as domain_index, sequence_key, item_key, n_copies, sampled, has_text
-    from int_events
-),
-
 users as (
     -- whether any of a user's (an item's) events passed each filter: distinct counts come from
     -- one grouping per key instead of a distinct hash table per step
-    select any_value(domain_index) as domain_index, bool_or(sampled) as sampled,
+    select any_value(sequence_key % $n_domains) as domain_index, bool_or(sampled) as sampled,
         bool_or(sampled and has_text) as with_text
-    from events
+    from int_events
     group by sequence_key
 ),
 
 items as (
-    select any_value(domain_index) as domain_index, bool_or(sampled) as sampled,
+    select any_value(sequence_key % $n_domains) as domain_index, bool_or(sampled) as sampled,
         bool_or(sampled and has_text) as with_text
-    from events
+    from int_events
     group by item_key
 ),
 
@@ -44,9 +39,9 @@ item_counts as (
 ),
 
 event_counts as (
-    select domain_index, sum(n_copies) as bronze, count(*) as dedup,
+    select sequence_key % $n_domains as domain_index, sum(n_copies) as bronze, count(*) as dedup,
         count(*) filter (where sampled) as sample, count(*) filter (where sampled and has_text) as text
-    from events group by domain_index
+    from int_events group by domain_index
 ),
 
 cleaning as (

@@ -372,22 +372,52 @@ def test_configured_domain_without_bronze_items_is_a_clear_error(tmp_path):
 
 def test_exports_are_cut_at_fixed_rows_whatever_batches_duckdb_yields():
     # DuckDB's batch sizes vary with its thread count; row groups must not: the same 10 rows
-    # arriving as 3+3+4 or 1+9 are written as 4+4+2 either way.
+    # arriving as 3+3+4 or 1+9 are written as 4+4+2 either way, and each query (a partition)
+    # starts its own cuts: 10 rows then 5 rows are 4+4+2 then 4+1.
     import pyarrow as pa
 
     from cprec_core.behaviors import _fixed_chunks
 
     schema = pa.schema([("x", pa.int64())])
-    rows = list(range(10))
 
-    def stream(sizes):
-        starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        batches = [
-            pa.record_batch([rows[a : a + n]], schema=schema) for a, n in zip(starts, sizes, strict=True)
-        ]
-        return pa.RecordBatchReader.from_batches(schema, batches)
+    def stream(queries):
+        for number, (values, sizes) in enumerate(queries):
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            for a, n in zip(starts, sizes, strict=True):
+                yield number, pa.record_batch([values[a : a + n]], schema=schema)
 
+    first, second = list(range(10)), list(range(100, 105))
     for sizes in ([3, 3, 4], [1, 9], [10], [2, 0, 8]):
-        chunks = list(_fixed_chunks(stream(sizes), 4))
-        assert [c.num_rows for c in chunks] == [4, 4, 2]
-        assert [v for c in chunks for v in c["x"].to_pylist()] == rows
+        chunks = list(_fixed_chunks(stream([(first, sizes), (second, [3, 2])]), 4))
+        assert [c.num_rows for c in chunks] == [4, 4, 2, 4, 1]
+        assert [v for c in chunks for v in c["x"].to_pylist()] == first + second
+
+
+def test_read_ahead_hands_over_every_batch_in_query_order_and_raises_the_readers_error():
+    import threading
+
+    import duckdb
+    import pytest
+
+    from cprec_core.behaviors import _read_ahead
+
+    con = duckdb.connect()
+    con.execute("create table t as select range as x from range(300000)")
+    queries = [
+        ("select x from t where x % 2 = $r order by x", {"r": 0}),
+        ("select x from t where x % 2 = $r order by x", {"r": 1}),
+    ]
+    with _read_ahead(con, queries, depth=1) as batches:
+        got = [(n, v) for n, b in batches for v in b.column(0).to_pylist()]
+    assert [n for n, _ in got] == [0] * 150000 + [1] * 150000
+    assert [v for _, v in got] == list(range(0, 300000, 2)) + list(range(1, 300000, 2))
+
+    failing = [("select 1", None), ("select * from no_such_table", None)]
+    with pytest.raises(duckdb.Error, match="no_such_table"), _read_ahead(con, failing) as batches:
+        list(batches)
+
+    # a writer that fails mid-stream leaves the block: the reader thread stops, nothing hangs
+    with pytest.raises(RuntimeError, match="disk full"), _read_ahead(con, queries, depth=1) as batches:
+        next(batches)
+        raise RuntimeError("disk full")
+    assert not [t for t in threading.enumerate() if t.name == "behaviors-export"]
