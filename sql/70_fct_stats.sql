@@ -62,17 +62,32 @@ cleaning as (
     join item_counts on item_counts.domain_index = event_counts.domain_index
 ),
 
+kcore_users as (
+    select sequence_key % $n_domains as domain_index, count(*) as n_events from int_kcore group by sequence_key
+),
+
+kcore_items as (
+    select any_value(sequence_key % $n_domains) as domain_index from int_kcore group by item_key
+),
+
 kcore as (
-    select $domain_names[sequence_key % $n_domains + 1] as domain, count(distinct sequence_key) as n_users,
-        count(distinct item_key) as n_items, count(*) as n_events
-    from int_kcore
-    group by sequence_key % $n_domains
+    select $domain_names[users.domain_index + 1] as domain, users.n_users, items.n_items, users.n_events
+    from (
+        select domain_index, count(*) as n_users, sum(n_events) as n_events from kcore_users group by domain_index
+    ) as users
+    join (select domain_index, count(*) as n_items from kcore_items group by domain_index) as items
+        on items.domain_index = users.domain_index
 ),
 
 sequences as (
-    select domain, count(distinct user_key) as n_users, count(distinct item_key) as n_items,
-        count(*) as n_events
-    from fct_events group by domain
+    -- every sequence has one event at position 0; dim_items holds the items the sequences use
+    select events.domain, events.n_users, items.n_items, events.n_events
+    from (
+        select domain, count(*) filter (where position = 0) as n_users, count(*) as n_events
+        from fct_events group by domain
+    ) as events
+    join (select domain, count(*) as n_items from dim_items group by domain) as items
+        on items.domain = events.domain
 ),
 
 counts as (
