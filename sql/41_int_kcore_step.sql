@@ -1,8 +1,9 @@
--- One pass of the iterative k-core per domain: delete every event of a user or an item with
--- fewer than $k events in its domain (events counted, so repeat purchases count, as RecBole's
--- inter_num filters do). Removing an item can push a user below k and vice versa, so
--- behaviors.py repeats this pass until it deletes nothing. Both counts group on one integer
--- (sequence_key is a user in a domain, item_key an item of one domain); deletes only mark rows.
+-- The first pass of the iterative k-core per domain: delete every event of a user or an item
+-- with fewer than $k events in its domain (events counted, so repeat purchases count, as
+-- RecBole's inter_num filters do). Removing an item can push a user below k and vice versa, so
+-- when this pass deletes anything, 42_int_kcore_counts and 43_int_kcore_recheck go on from the
+-- counts. Both counts group on one integer (sequence_key is a user in a domain, item_key an
+-- item of one domain); deletes only mark rows.
 -- Grain of int_kcore: one row per (domain, user_key, item_key, ts). Returns: the deleted count.
 with
 kcore as (

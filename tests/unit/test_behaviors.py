@@ -157,6 +157,42 @@ def test_kcore_is_iterative_where_one_pass_is_not_enough(tmp_path):
     assert read_manifest(SILVER_EVENTS, tmp_path).extra["kcore_iterations"] == 2
 
 
+def reference_kcore(events: list[Event], k: int) -> tuple[set[Event], int]:
+    """The k-core by its definition: recount every user and item of each domain per pass."""
+    left, passes = set(events), 0
+    while True:
+        users = Counter((d, u) for d, u, _, _ in left)
+        items = Counter((d, i) for d, _, i, _ in left)
+        kept = {e for e in left if users[e[0], e[1]] >= k and items[e[0], e[2]] >= k}
+        if kept == left:
+            return left, passes
+        left, passes = kept, passes + 1
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_kcore_equals_a_full_recount_per_pass_on_random_logs(tmp_path, seed):
+    # later passes count only what the pass before deleted (42, 43): on sparse random logs of two
+    # domains, where removals cascade over several passes, the result is the definition's
+    rng = random.Random(seed)
+    users = [f"u{int(rng.paretovariate(1.2)) % 60}" for _ in range(600)]  # a few heavy users
+    logged = zip("AB" * 300, users, strict=True)
+    events = sorted({(d, u, f"{d}{rng.randrange(60)}", rng.randrange(50)) for d, u in logged})
+    core, passes = reference_kcore(events, 5)
+    assert passes >= 4 and core  # the logs do cascade, and leave a core
+    result = build(tmp_path, events, pretrain=("A", "B"), k_core=5, min_sequence_len=3)
+    assert result["kcore_iterations"] == passes
+    for domain in "AB":
+        mine = [e for e in core if e[0] == domain]
+        assert result["counts"][domain]["kcore"] == {
+            "n_users": len({e[1] for e in mine}),
+            "n_items": len({e[2] for e in mine}),
+            "n_events": len(mine),
+        }
+    assert sorted((e[0], e[1], e[3], e[4]) for e in events_of(tmp_path)) == sorted(
+        (d, u, i, t) for d, u, i, t in core
+    )
+
+
 # --- 50_fct_events ----------------------------------------------------------------------------------
 
 
