@@ -10,7 +10,10 @@ timed), on synthetic Amazon-2023 files of 7 domains:
             only that domain is re-ingested and goes through behaviors' SQL (the others keep their
             silver partitions). Twice: Grocery, the default config's downstream domain (the mixed
             sequences and the corpus stay as they are), then Toys, a pretrain domain (the mixed
-            sequences are joined again and the corpus is rebuilt, Toys' documents rendered);
+            sequences are joined again and the corpus is rebuilt, Toys' documents rendered); for
+            the pretrain one, the share of the mixed events that belong to its users and its reach
+            (its own events and those mixed events, of all domain and mixed events): what no
+            refresh of it can avoid rebuilding;
   dask      the cold run again on a fresh run root, ingest's domains on a 2-worker Dask
             LocalCluster (orchestration.task_runner=dask), cluster start included.
 Per-stage seconds come from wrapping flows.cprec.run_stage (the function both flows call).
@@ -23,6 +26,9 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from bench.common import measure
 
@@ -98,6 +104,7 @@ def _timed_runs(work: str, n: int) -> dict[str, Any]:
         generate_synthetic(_synth(staging, per_domain[domain]["interactions"], [domain], 1))
         for f in staging.iterdir():
             shutil.move(str(f), raw / f.name)  # a new log drop of one domain replaces its files
+        users_before = _domain_users(root, domain)
         out = timed(f"refresh:{domain}", corpus_refresh)
         refreshes[domain] = {
             "role": "pretrain" if domain in pretrain else "downstream",
@@ -105,9 +112,45 @@ def _timed_runs(work: str, n: int) -> dict[str, Any]:
             "status": out["status"],
             "refreshed": out["results"]["ingest"]["refreshed"],
             "rebuilt": out["results"]["behaviors"]["rebuilt_domains"],
+            **(_mixed_reach(root, domain, users_before) if domain in pretrain else {}),  # downstream: none
         }
     timed("dask", conf=on_dask, stages="ingest,behaviors,corpus")  # cold again, ingest on 2 Dask workers
     return {"seconds": runs["cold"]["seconds"], "runs": runs, "refreshes": refreshes}
+
+
+def _domain_users(root: Path, domain: str) -> pa.Table:
+    """The users with events of `domain` in the silver.events under `root`."""
+    from cprec_core.artifacts import read_table
+    from cprec_core.schema import SILVER_EVENTS
+
+    events = read_table(SILVER_EVENTS, root, columns=["domain", "user_id"])
+    return pa.table({"user_id": pc.unique(events.filter(pc.equal(events["domain"], domain))["user_id"])})
+
+
+def _mixed_reach(root: Path, domain: str, users_before: pa.Table) -> dict[str, float]:
+    """How far one domain's change reached into the mixed sequences, on the silver after it: the
+    share of mixed events that belong to users with events of the domain before or after (their
+    mixed sequences change with it), and the domain's events plus those as a share of all domain
+    and mixed events (what a refresh of it cannot avoid rebuilding)."""
+    import duckdb
+
+    from cprec_core.artifacts import parquet_files
+    from cprec_core.schema import SILVER_EVENTS, SILVER_MIXED
+
+    with duckdb.connect() as con:
+        con.read_parquet(parquet_files(SILVER_EVENTS, root)).create_view("events")
+        con.read_parquet(parquet_files(SILVER_MIXED, root)).create_view("mixed")
+        con.from_arrow(pa.concat_tables([users_before, _domain_users(root, domain)])).create_view("touched")
+        own, events, reached, mixed = con.sql(
+            "select (select count(*) from events where domain = $d), (select count(*) from events), "
+            "(select count(*) from mixed where user_id in (select user_id from touched)), "
+            "(select count(*) from mixed)",
+            params={"d": domain},
+        ).fetchall()[0]
+    return {
+        "mixed_events_of_its_users": reached / mixed if mixed else 0.0,
+        "reach": (own + reached) / (events + mixed),
+    }
 
 
 def run(work: Path, quick: bool, sizes: list[int] | None = None) -> dict[str, Any]:

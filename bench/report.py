@@ -348,6 +348,14 @@ def _cache_size(r: dict[str, Any]) -> list[str]:
             f"{_verdict(x['pct_of_cold'] <= 2 * share)}; its ingest {x['ingest_pct_of_cold_ingest']:.1f} % "
             f"of the cold ingest → {_verdict(x['ingest_pct_of_cold_ingest'] <= 2 * share)}"
         )
+        if x["role"] == "pretrain":
+            reach = 100 * x["reach"]
+            lines.append(
+                f"  - {d}'s users hold {x['mixed_events_of_its_users']:.1%} of the mixed sequences' events, "
+                f"which change with it: its reach (its events and those, of all domain and mixed events) "
+                f"is {reach:.1f} %; refresh ≤ 2× its reach ({2 * reach:.1f} %) → "
+                f"{_verdict(x['pct_of_cold'] <= 2 * reach)}"
+            )
     return [*lines, ""]
 
 

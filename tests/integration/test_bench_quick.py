@@ -48,6 +48,8 @@ def test_quick_benchmarks_run_and_agree(tmp_path: Path) -> None:
     # new logs of the downstream domain leave the corpus as it was; a pretrain domain's change it
     assert cache["refreshes"]["Grocery"]["status"] == "corpus-unchanged"
     assert cache["refreshes"]["Toys"]["status"] == "updated"
+    toys = cache["refreshes"]["Toys"]
+    assert 0 < toys["mixed_events_of_its_users"] <= 1 and 0 < toys["reach"] < 1
     assert runs["rerun"]["seconds"] < runs["cold"]["seconds"]  # every stage a cache hit
 
     report = out.read_text()
