@@ -437,12 +437,26 @@ def _rendered(
 
 
 def _kept_docs(g: _Group) -> pa.Table:
-    """The selected documents of a group, read back from its scratch file, sorted by doc_id."""
+    """The selected documents of a group, read back from its scratch file, sorted by doc_id, in
+    one chunk (so the Parquet bytes written do not depend on how the render was cut)."""
     parts, offset = [CORPUS_SCHEMA.empty_table()], 0
     for batch in pq.ParquetFile(g.spill).iter_batches(batch_size=64 * 1024):
-        parts.append(pa.Table.from_batches([batch]).filter(pa.array(g.keep[offset : offset + len(batch)])))
+        keep = g.keep[offset : offset + len(batch)]
+        table = pa.Table.from_batches([batch])
+        parts.append(table if keep.all() else table.filter(pa.array(keep)))
         offset += len(batch)
-    return pa.concat_tables(parts).sort_by([("doc_id", "ascending")])
+    docs = pa.concat_tables(parts)
+    if _sorted_ids(docs["doc_id"]):
+        return docs.combine_chunks()  # a copy, but sequential: sorting would gather every text
+    return docs.sort_by([("doc_id", "ascending")])
+
+
+def _sorted_ids(ids: pa.ChunkedArray) -> bool:
+    """Whether `ids` ascend strictly. Renders come in user order with zero-padded window numbers, so
+    they usually do, and sorting them again would copy every document's text; a user id with a
+    character below ':' can break the order, hence the check."""
+    flat = ids.combine_chunks()
+    return len(flat) < 2 or pc.all(pc.less(flat[:-1], flat[1:])).as_py()
 
 
 def shuffle_lines(docs: pa.Table, seed: int, group: str, domain_of_label: dict[str, str]) -> pa.Table:

@@ -178,6 +178,17 @@ def test_documents_by_hand(tmp_path: Path) -> None:
     assert read_manifest(GOLD_CORPUS, tmp_path).extra["documents"] == stats["documents"]
 
 
+def test_documents_are_written_in_doc_id_order_when_user_order_is_not_it(tmp_path: Path) -> None:
+    # renders come in user_id order, which is doc_id order unless a user id has a character below
+    # ':' (the separator after it): "U" < "U!" as users, but "domain:Books:U!:..." < "domain:Books:U:..."
+    books = ["B1", "B2", "B3", "B5", "B6"]
+    events = [row for user in ("U", "U!") for row in leave_one_out("Books", user, books, [1, 2, 3, 4, 5])]
+    write_silver(tmp_path, events, ITEMS)
+    build_corpus(make_config(tmp_path, max_items=3, window_overlap=1, mix_ratio=0.0))
+    ids = read_table(GOLD_CORPUS, tmp_path)["doc_id"].to_pylist()
+    assert ids == ["domain:Books:U!:00000", "domain:Books:U:00000"]
+
+
 def test_mixed_documents_by_hand(tmp_path: Path) -> None:
     write_silver(tmp_path, EVENTS, ITEMS)
     build_corpus(make_config(tmp_path, max_items=3, window_overlap=1, mix_ratio=1.0))
