@@ -544,7 +544,9 @@ def _export_queries(
     adopt: dict[str, dict[str, Path]],
 ) -> list[tuple[str, dict[str, Any] | None]]:
     """The sorted reads of `table` that _export writes: one per partition value not in `adopt`
-    (in value order), or one for the whole of an unpartitioned artifact (none when adopted)."""
+    (in value order), or one for the whole of an unpartitioned artifact (none when adopted). The
+    table and column names come from this module and schema.py, never from user input; the
+    partition value is bound."""
     columns = ", ".join(artifact.schema.names)
     col = artifact.partition
     if col is None:

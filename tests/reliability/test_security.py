@@ -31,8 +31,9 @@ from cprec_core.stages import SPECS, STAGES
 CODE_DIRS = ("cprec_core", "tasks", "flows")
 SQL_METHODS = {"execute", "executemany", "sql", "query"}
 # f-string SQL that is allowed: identifiers taken from cprec_core/schema.py and module constants,
-# never from config or data (reviewed; values are still bound as $params).
-REVIEWED_SQL_BUILDERS = {("cprec_core/behaviors.py", "_export")}
+# never from config or data (reviewed; values are still bound as $params). _export_queries hands
+# the reads it builds to _read_ahead, which runs them on a second connection.
+REVIEWED_SQL_BUILDERS = {("cprec_core/behaviors.py", "_export_queries")}
 
 
 def sources() -> Iterator[tuple[str, ast.Module]]:
