@@ -104,7 +104,7 @@ def _timed_runs(work: str, n: int) -> dict[str, Any]:
         generate_synthetic(_synth(staging, per_domain[domain]["interactions"], [domain], 1))
         for f in staging.iterdir():
             shutil.move(str(f), raw / f.name)  # a new log drop of one domain replaces its files
-        users_before = _domain_users(root, domain)
+        reached = _domain_users(root, domain) if domain in pretrain else None  # downstream: no mixed
         out = timed(f"refresh:{domain}", corpus_refresh)
         refreshes[domain] = {
             "role": "pretrain" if domain in pretrain else "downstream",
@@ -112,7 +112,7 @@ def _timed_runs(work: str, n: int) -> dict[str, Any]:
             "status": out["status"],
             "refreshed": out["results"]["ingest"]["refreshed"],
             "rebuilt": out["results"]["behaviors"]["rebuilt_domains"],
-            **(_mixed_reach(root, domain, users_before) if domain in pretrain else {}),  # downstream: none
+            **(_mixed_reach(root, domain, reached) if reached is not None else {}),
         }
     timed("dask", conf=on_dask, stages="ingest,behaviors,corpus")  # cold again, ingest on 2 Dask workers
     return {"seconds": runs["cold"]["seconds"], "runs": runs, "refreshes": refreshes}
