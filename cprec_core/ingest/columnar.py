@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +42,7 @@ CHUNK_BYTES = 16 << 20  # decompressed bytes read at a time and split into lines
 PARSE_CHUNK = 1 << 20  # pyarrow parses a block in chunks of this many bytes on its threads; a longer line
 # cannot be read column-wise and takes the per-row path
 
-OPEN, CLOSE, BRACKET, NEWLINE, CR = (ord(c) for c in "{}[\n\r")
+OPEN, CLOSE, NEWLINE, CR = (ord(c) for c in "{}\n\r")
 NESTING = 256  # brackets a line may hold and still be read column-wise (Python's json recurses)
 NON_PYTHON_NUMBER = re.compile(
     rb"[:,\[]\s*(?:-?Inf(?!inity)|-NaN)"
@@ -49,7 +50,14 @@ NON_PYTHON_NUMBER = re.compile(
 
 Accept = Callable[[pa.Table], np.ndarray]  # the rows certainly valid (a bool mask)
 Convert = Callable[[pa.Table], pa.Table]  # accepted rows → bronze columns (without source_line, domain)
-Lines = tuple[int, list[bytes]]  # the number of the first line, the lines (without their newline)
+
+
+class Block(NamedTuple):
+    """Consecutive lines of a file."""
+
+    first: int  # the number of its first line
+    data: bytes  # its lines, each ending with a newline
+    ends: np.ndarray  # the offset of each line's newline in `data`
 
 
 def fast_json_lines(
@@ -77,21 +85,24 @@ def fast_json_lines(
         if isinstance(block, Record):
             yield per_row(block)
             continue
-        for (first, lines), table in (
-            [(block, None)] if fields.configured else _segments(block, schema, avoid)
-        ):
-            ok = np.zeros(len(lines), dtype=bool) if table is None else accept(table)
+        for part, table in [(block, None)] if fields.configured else _segments(block, schema, avoid):
+            ok = np.zeros(len(part.ends), dtype=bool) if table is None else accept(table)
             if ok.any():
-                numbers = np.arange(first, first + len(lines), dtype=np.int64)[ok]
+                numbers = np.arange(part.first, part.first + len(ok), dtype=np.int64)[ok]
                 yield convert(table.filter(pa.array(ok))).append_column("source_line", pa.array(numbers))
+            if ok.all():
+                continue
+            lines = part.data.split(b"\n")  # only a block holding a row the columns do not vouch for
             for i in np.flatnonzero(~ok):
-                line_no, raw = first + int(i), lines[i]
+                line_no, raw = part.first + int(i), lines[i]
                 yield per_row(json_record(line_no, *decode_line(raw, line_no), raw))
 
 
-def _blocks(path: Path) -> Iterator[Lines | Record]:
-    """The file's lines in blocks of at most BLOCK_LINES. A stream that breaks off is read again
-    from the first line not yet given, by the per-row reader: its Records, ending with the break."""
+def _blocks(path: Path) -> Iterator[Block | Record]:
+    """The file's lines in blocks of at most BLOCK_LINES, each one bytes object cut from the
+    decompressed stream (the lines are never split apart and joined again). A stream that breaks
+    off is read again from the first line not yet given, by the per-row reader: its Records, ending
+    with the break."""
     first, tail = 1, b""
     with open_binary(path) as stream:
         while True:
@@ -99,48 +110,58 @@ def _blocks(path: Path) -> Iterator[Lines | Record]:
                 chunk = stream.read(CHUNK_BYTES)
             except STREAM_ERRORS:
                 break
-            if not chunk:
-                if tail:
-                    yield first, [tail]
+            if not chunk and not tail:
                 return
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            for i in range(0, len(lines), BLOCK_LINES):
-                yield first + i, lines[i : i + BLOCK_LINES]
-            first += len(lines)
+            data = tail + chunk if chunk else tail + b"\n"  # the last line may lack its newline
+            cut = data.rfind(b"\n") + 1  # whole lines end here; the rest waits for the next read
+            data, tail = data[:cut], data[cut:]
+            for block in _cut(first, data):
+                yield block
+                first += len(block.ends)
+            if not chunk:
+                return
     with open_binary(path) as again:
         for line_no, text, error, raw in text_lines(again):
             if line_no >= first:
                 yield json_record(line_no, text, error, raw)
 
 
+def _cut(first: int, data: bytes) -> Iterator[Block]:
+    """Whole lines (`data` empty or ending with a newline) as blocks of at most BLOCK_LINES."""
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == NEWLINE)
+    for i in range(0, len(ends), BLOCK_LINES):
+        start = 0 if i == 0 else int(ends[i - 1]) + 1
+        part = ends[i : i + BLOCK_LINES]
+        yield Block(first + i, data[start : int(part[-1]) + 1], part - start)
+
+
 def _segments(
-    block: Lines, schema: pa.Schema, avoid: re.Pattern[bytes] | None
-) -> Iterator[tuple[Lines, pa.Table | None]]:
+    block: Block, schema: pa.Schema, avoid: re.Pattern[bytes] | None
+) -> Iterator[tuple[Block, pa.Table | None]]:
     """The block as consecutive runs of lines, each with its table, or None for a single line
     pyarrow cannot read: a block it refuses is halved until the lines it can read are found (a
     bad line costs ~2 parses of its block, not a per-row block)."""
-    first, lines = block
-    if not lines:
-        return
-    table = _parse_block(lines, schema, avoid)
-    if table is not None or len(lines) == 1:
+    table = _parse_block(block, schema, avoid)
+    n = len(block.ends)
+    if table is not None or n == 1:
         yield block, table
         return
-    half = len(lines) // 2
-    yield from _segments((first, lines[:half]), schema, avoid)
-    yield from _segments((first + half, lines[half:]), schema, avoid)
+    cut = int(block.ends[n // 2 - 1]) + 1
+    yield from _segments(Block(block.first, block.data[:cut], block.ends[: n // 2]), schema, avoid)
+    yield from _segments(
+        Block(block.first + n // 2, block.data[cut:], block.ends[n // 2 :] - cut), schema, avoid
+    )
 
 
-def _parse_block(lines: list[bytes], schema: pa.Schema, avoid: re.Pattern[bytes] | None) -> pa.Table | None:
-    """The lines as one table, one row per line, or None unless pyarrow reads every line as the
-    per-row reader would, as one object. Refused here, for the per-row reader to judge: a NUL byte
-    or invalid UTF-8 (pyarrow does not check those); a line that does not start with `{` and end
-    with `}` (a blank line pyarrow skips, a byte-order mark, an object spanning lines); a line with
-    more than NESTING brackets (Python's json stops at its recursion limit, pyarrow does not);
+def _parse_block(block: Block, schema: pa.Schema, avoid: re.Pattern[bytes] | None) -> pa.Table | None:
+    """The block's lines as one table, one row per line, or None unless pyarrow reads every line as
+    the per-row reader would, as one object. Refused here, for the per-row reader to judge: a NUL
+    byte or invalid UTF-8 (pyarrow does not check those); a line that does not start with `{` and
+    end with `}` (a blank line pyarrow skips, a byte-order mark, an object spanning lines); a line
+    with more than NESTING brackets (Python's json stops at its recursion limit, pyarrow does not);
     NaN/Inf spellings pyarrow accepts and Python does not (Inf, -NaN); a name `avoid` finds; anything
     pyarrow fails to parse; a row count other than the line count (two objects on one line)."""
-    data = b"\n".join(lines)
+    data, ends = block.data, block.ends
     if b"\x00" in data or (avoid is not None and avoid.search(data)):
         return None
     if not data.isascii():
@@ -150,24 +171,24 @@ def _parse_block(lines: list[bytes], schema: pa.Schema, avoid: re.Pattern[bytes]
             return None
     if (b"Inf" in data or b"-NaN" in data) and NON_PYTHON_NUMBER.search(data):
         return None
-    buf = np.frombuffer(data + b"\n", dtype=np.uint8)
-    ends = np.flatnonzero(buf == NEWLINE)  # every line's newline (the last one appended)
+    buf = np.frombuffer(data, dtype=np.uint8)
     starts = np.concatenate(([0], ends[:-1] + 1))
     last = ends - 1 - (buf[ends - 1] == CR)  # a line's last byte, before a CRLF's \r
     if (buf[starts] != OPEN).any() or (buf[last] != CLOSE).any():  # an empty line starts with its newline
         return None
-    # brackets per line by bisection over their few positions (np.add.reduceat: 27x slower)
-    at = np.flatnonzero((buf == OPEN) | (buf == BRACKET))
+    # brackets per line by bisection over their few positions (np.add.reduceat: 27x slower);
+    # `[` and `{` are the only bytes that OR 0x20 makes `{`
+    at = np.flatnonzero((buf | 0x20) == OPEN)
     brackets = np.searchsorted(at, ends) - np.searchsorted(at, starts)
     if (brackets > NESTING).any():
         return None
     options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
         table = pa_json.read_json(
-            pa.BufferReader(pa.py_buffer(buf)),
+            pa.BufferReader(pa.py_buffer(data)),
             read_options=pa_json.ReadOptions(block_size=PARSE_CHUNK),
             parse_options=options,
         )
     except (pa.ArrowException, UnicodeDecodeError, ValueError):
         return None
-    return table.select(schema.names) if table.num_rows == len(lines) else None
+    return table.select(schema.names) if table.num_rows == len(ends) else None

@@ -124,12 +124,16 @@ def test_a_truncated_gzip_keeps_the_rows_before_the_break_and_quarantines_the_br
     assert sum(t.num_rows for t in raw.fast() if isinstance(t, pa.Table)) > 0
 
 
-def test_most_rows_of_a_clean_file_come_column_wise(tmp_path):
+@pytest.mark.parametrize("last_newline", [b"\n", b""])
+def test_every_row_of_a_clean_file_comes_column_wise(tmp_path, monkeypatch, last_newline):
+    monkeypatch.setattr(columnar, "BLOCK_LINES", 32)  # blocks cut from one read, the last one short
     path = tmp_path / "Books.jsonl"
     path.write_bytes(
-        b"\n".join(review(f"U{n}", f"B{n % 7}", 1_550_000_000_000 + n) for n in range(100)) + b"\n"
+        b"\n".join(review(f"U{n}", f"B{n % 7}", 1_550_000_000_000 + n) for n in range(100)) + last_newline
     )
     (raw,) = amazon2023.discover(SourceConfig(format="amazon2023", path=tmp_path), CFG)
     assert raw.fast is not None
     tables = [t for t in raw.fast() if isinstance(t, pa.Table)]
-    assert sum(t.num_rows for t in tables) == 100
+    assert [t.num_rows for t in tables][:3] == [32, 32, 32] and sum(t.num_rows for t in tables) == 100
+    assert pa.concat_tables(tables)["source_line"].to_pylist() == list(range(1, 101))
+    assert read(path, column_wise=True) == read(path, column_wise=False)
