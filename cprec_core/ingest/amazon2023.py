@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cprec_core.config import IngestConfig, SourceConfig
-from cprec_core.ingest.columnar import fast_json_lines
+from cprec_core.ingest.columnar import fast_json_lines, parsed_json_lines
 from cprec_core.ingest.common import (
     FieldMap,
     RawFile,
@@ -33,10 +33,12 @@ from cprec_core.ingest.common import (
     open_binary,
     opt_rating,
     opt_text,
+    parse_checked,
     req_id,
     req_int,
     str_list,
 )
+from cprec_core.schema import ITEMS_SCHEMA
 
 FILE = re.compile(r"^(?P<meta>meta_)?(?P<name>.+?)\.jsonl(\.gz)?$")
 RATING_BOUNDS = (1.0, 5.0)
@@ -136,6 +138,15 @@ def fast_reviews(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Re
     )
 
 
+META_COLUMNS = pa.schema([f for f in ITEMS_SCHEMA if f.name != "domain"])  # parse_meta's row
+
+
+def fast_meta(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record | pa.Table]:
+    """A metadata file read a block at a time (ingest/columnar.py: its `extra` is exact JSON text,
+    which only the per-row parse writes, so it is what reads each row)."""
+    return parsed_json_lines(path, fields, partial(parse_checked, "items", parse_meta, cfg), META_COLUMNS)
+
+
 def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
     """Every `<Domain>.jsonl[.gz]` and `meta_<Domain>.jsonl[.gz]` directly under source.path."""
     return discover_flat(
@@ -144,5 +155,5 @@ def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
         records,
         {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta},
         NATIVE,
-        fast={"interactions": partial(fast_reviews, cfg=cfg)},
+        fast={"interactions": partial(fast_reviews, cfg=cfg), "items": partial(fast_meta, cfg=cfg)},
     )

@@ -13,14 +13,20 @@ is halved until the lines it can read are found, so one bad line does not cost i
 `accept` must be conservative: a row it accepts must be one the per-row parser would accept with
 the same values. tests/unit/test_ingest_columnar.py holds the two paths to the same bronze and
 quarantine on hostile files.
+
+A file whose rows pyarrow cannot vouch for (Amazon 2023 metadata keeps every other field as exact
+JSON text) is read by `parsed_json_lines`: the same blocks, each line through json and the reader's
+own per-row parse, the kept rows as one table per run of lines, without the per-row reader's
+per-line machinery around them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,8 +37,10 @@ from cprec_core.ingest.common import (
     STREAM_ERRORS,
     FieldMap,
     Record,
+    RowError,
     decode_line,
     json_record,
+    map_record,
     open_binary,
     text_lines,
 )
@@ -78,12 +86,9 @@ def fast_json_lines(
     # one regex scan of a block finds any of those names (a `in` per name scanned it once each)
     avoid = re.compile(rb'"(?:' + b"|".join(others) + rb')"') if others else None
 
-    def per_row(rec: Record) -> Record:
-        return rec if rec.value is None else rec._replace(value=fields.apply(rec.value))
-
     for block in _blocks(path):
         if isinstance(block, Record):
-            yield per_row(block)
+            yield map_record(block, fields)
             continue
         for part, table in [(block, None)] if fields.configured else _segments(block, schema, avoid):
             ok = np.zeros(len(part.ends), dtype=bool) if table is None else accept(table)
@@ -95,7 +100,53 @@ def fast_json_lines(
             lines = part.data.split(b"\n")  # only a block holding a row the columns do not vouch for
             for i in np.flatnonzero(~ok):
                 line_no, raw = part.first + int(i), lines[i]
-                yield per_row(json_record(line_no, *decode_line(raw, line_no), raw))
+                yield map_record(json_record(line_no, *decode_line(raw, line_no), raw), fields)
+
+
+def parsed_json_lines(
+    path: Path, fields: FieldMap, parse: Callable[[dict[str, Any]], tuple[Any, ...]], schema: pa.Schema
+) -> Iterator[Record | pa.Table]:
+    """Per run of lines that `parse` keeps, one table of `schema` (its rows, column by column); for
+    every other line, in file order, the Record the per-row reader gives it. `parse` is the reader's
+    per-row parse and size check (raising RowError), so a row is kept here exactly when the per-row
+    reader keeps it; a line json refuses (a BOM, a NUL, invalid UTF-8, a blank) or `parse` rejects
+    is read again by the per-row reader for its reason."""
+    for block in _blocks(path):
+        if isinstance(block, Record):
+            yield map_record(block, fields)
+            continue
+        kept: list[tuple[Any, ...]] = []
+        for i, raw in enumerate(block.data.split(b"\n")[:-1]):
+            row = _parse_line(raw, fields, parse)
+            if row is not None:
+                kept.append(row)
+                continue
+            if kept:
+                yield _table(kept, schema)
+                kept = []
+            line_no = block.first + i
+            yield map_record(json_record(line_no, *decode_line(raw, line_no), raw), fields)
+        if kept:
+            yield _table(kept, schema)
+
+
+def _parse_line(
+    raw: bytes, fields: FieldMap, parse: Callable[[dict[str, Any]], tuple[Any, ...]]
+) -> tuple[Any, ...] | None:
+    """The parsed row of one line, or None for a line the per-row reader must judge."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+        return parse(fields.apply(value)) if type(value) is dict else None
+    except (ValueError, RecursionError, RowError):
+        return None
+
+
+def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    """Parsed rows as one table."""
+    columns = zip(*rows, strict=True)
+    return pa.Table.from_arrays(
+        [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
+    )
 
 
 def _blocks(path: Path) -> Iterator[Block | Record]:

@@ -140,7 +140,12 @@ class FieldMap:
 def mapped(records: Iterator[Record], fields: FieldMap) -> Iterator[Record]:
     """JSON records with their fields in the reader's names."""
     for rec in records:
-        yield rec if rec.value is None else rec._replace(value=fields.apply(rec.value))
+        yield map_record(rec, fields)
+
+
+def map_record(rec: Record, fields: FieldMap) -> Record:
+    """One JSON record with its fields in the reader's names."""
+    return rec if rec.value is None else rec._replace(value=fields.apply(rec.value))
 
 
 @dataclass(frozen=True)
@@ -522,6 +527,15 @@ def check_sizes(table: Table, row: tuple[Any, ...], cfg: IngestConfig) -> None:
             raise RowError(f"field categories: a {longest:,}-character category, over ingest.max_text_chars")
 
 
+def parse_checked(
+    table: Table, parse: Callable[[dict[str, Any]], tuple[Any, ...]], cfg: IngestConfig, value: dict[str, Any]
+) -> tuple[Any, ...]:
+    """The bronze row of one record, as ingest_file keeps it: parsed, then its sizes checked."""
+    row = parse(value)
+    check_sizes(table, row, cfg)
+    return row
+
+
 def ingest_file(
     raw: RawFile,
     cfg: IngestConfig,
@@ -550,7 +564,8 @@ def ingest_file(
         if isinstance(rec, pa.Table):  # rows the column-wise reader vouches for (each has its source_line)
             report.kept += flush(rows, write_rows)
             n = rec.num_rows
-            write_rows(rec.append_column("domain", pa.array([raw.domain] * n, pa.string())))
+            at = rows.schema.get_field_index("domain")
+            write_rows(rec.add_column(at, "domain", pa.array([raw.domain] * n, pa.string())))
             report.rows_in += n
             report.kept += n
             if advance is not None:
@@ -560,8 +575,7 @@ def ingest_file(
         error = rec.error
         if error is None:
             try:
-                row = raw.parse(rec.value or {})
-                check_sizes(raw.table, row, cfg)
+                row = parse_checked(raw.table, raw.parse, cfg, rec.value or {})
             except RowError as e:
                 error = str(e)
             else:

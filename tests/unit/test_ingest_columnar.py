@@ -137,3 +137,74 @@ def test_every_row_of_a_clean_file_comes_column_wise(tmp_path, monkeypatch, last
     assert [t.num_rows for t in tables][:3] == [32, 32, 32] and sum(t.num_rows for t in tables) == 100
     assert pa.concat_tables(tables)["source_line"].to_pylist() == list(range(1, 101))
     assert read(path, column_wise=True) == read(path, column_wise=False)
+
+
+def meta(item="B1", title="A title", **more) -> bytes:
+    return json.dumps({"parent_asin": item, "title": title, "categories": ["Toys"], **more}).encode()
+
+
+HOSTILE_META: list[bytes] = [
+    b"\xef\xbb\xbf" + meta("B0"),  # a byte-order mark on line 1: an encoding signature, kept
+    meta(),
+    meta("B2", description=["  first ", "", "second"], store="Maple"),  # paragraphs trimmed and joined
+    meta("B1", "A later title"),  # the same item again: bronze keeps both, in file order
+    b"",
+    b"\xef\xbb\xbf" + meta("B3"),  # a byte-order mark inside the file
+    meta("B4")[:-1] + b"\x00}",
+    meta("B5")[:-1] + b', "store": "caf\xe9"}',  # invalid UTF-8
+    b"[1, 2]",
+    meta("B6", 5),  # a title that is not a string
+    meta("B7", categories=None)[:-1] + b', "main_category": "Toys"}',
+    b'{"parent_asin": "B8", "categories": ["Toys", 3]}',
+    b'{"parent_asin": "B9", "name": "Named title", "categories": []}',  # an alias of title: renamed
+    b'{"parent_asin": "B10", "title": "\\ud800"}',  # lone surrogate
+    meta("B11", extra_field="x" * 300),  # `extra` over ingest.max_text_chars
+    meta("B12") + b"\r",
+    meta("B13")[:-1] + b', "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",  # deeper than Python recurses
+    meta("B14", price=float("nan")),  # NaN in `extra`: Python writes it back as NaN
+    meta("", "no id"),
+    meta("B15", "ünïcode", details={"b": 1, "a": [1.5, None]}),
+]
+
+
+def read_items(path: Path, block_wise: bool) -> tuple[tuple[int, int, int], list[dict], list[dict], dict]:
+    """Bronze items in the order they were written (items have no source_line: order is the record)."""
+    cfg = CFG.model_copy(update={"max_text_chars": 200})
+    (raw,) = [f for f in amazon2023.discover(SourceConfig(format="amazon2023", path=path.parent), cfg)]
+    assert raw.fast is not None
+    if not block_wise:
+        raw = dataclasses.replace(raw, fast=None)
+    good: list[pa.Table] = []
+    bad: list[pa.Table] = []
+    report = ingest_file(raw, cfg, good.append, bad.append)
+    rows = pa.concat_tables(good).to_pylist() if good else []
+    quarantined = pa.concat_tables(bad).to_pylist() if bad else []
+    return (report.rows_in, report.kept, report.quarantined), rows, quarantined, report.fields or {}
+
+
+@pytest.mark.parametrize("block_lines", [1, 3, 65_536])
+def test_metadata_read_by_blocks_equals_the_per_row_reader_in_file_order(tmp_path, monkeypatch, block_lines):
+    monkeypatch.setattr(columnar, "BLOCK_LINES", block_lines)
+    monkeypatch.setattr(columnar, "CHUNK_BYTES", 101)  # lines cut across reads
+    path = tmp_path / "meta_Books.jsonl.gz"
+    path.write_bytes(gzip.compress(b"\n".join(HOSTILE_META)))  # no newline after the last line
+    fast, slow = read_items(path, block_wise=True), read_items(path, block_wise=False)
+    assert fast == slow
+    (rows_in, kept, quarantined), rows, bad, fields = fast
+    assert rows_in == len(HOSTILE_META) and kept == 9 and quarantined == 11
+    assert [(r["item_id"], r["title"]) for r in rows][:4] == [
+        ("B0", "A title"),
+        ("B1", "A title"),
+        ("B2", "A title"),
+        ("B1", "A later title"),
+    ]
+    assert [r["item_id"] for r in rows][4:] == ["B7", "B9", "B12", "B14", "B15"]
+    by_id = {r["item_id"]: r for r in rows}
+    assert by_id["B2"]["description"] == "first second" and by_id["B2"]["extra"] == '{"store": "Maple"}'
+    assert by_id["B7"]["categories"] == ["Toys"] and by_id["B9"]["title"] == "Named title"
+    assert by_id["B15"]["extra"] == '{"details": {"a": [1.5, null], "b": 1}}'
+    assert [r["line"] for r in bad] == [5, 6, 7, 8, 9, 10, 12, 14, 15, 17, 19]
+    assert fields == {"name": "title"}
+    (raw,) = amazon2023.discover(SourceConfig(format="amazon2023", path=tmp_path), CFG)
+    assert raw.fast is not None
+    assert sum(t.num_rows for t in raw.fast() if isinstance(t, pa.Table)) >= 5  # not all per row
