@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from cprec_core.ingest.common import (
@@ -52,9 +53,9 @@ PARSE_CHUNK = 1 << 20  # pyarrow parses a block in chunks of this many bytes on 
 
 OPEN, CLOSE, NEWLINE, CR = (ord(c) for c in "{}\n\r")
 NESTING = 256  # brackets a line may hold and still be read column-wise (Python's json recurses)
-NON_PYTHON_NUMBER = re.compile(
-    rb"[:,\[]\s*(?:-?Inf(?!inity)|-NaN)"
-)  # pyarrow reads these, json.loads refuses
+# NaN/Inf spellings pyarrow reads and json.loads refuses (Inf, -NaN), in RE2 syntax; RE2 has no
+# lookahead, so `Infinity` (which both read) is refused too and its line read per row
+NON_PYTHON_NUMBER = r"[:,\[][ \t\r\n]*(?:-?Inf|-NaN)"
 
 Accept = Callable[[pa.Table], np.ndarray]  # the rows certainly valid (a bool mask)
 Convert = Callable[[pa.Table], pa.Table]  # accepted rows → bronze columns (without source_line, domain)
@@ -82,15 +83,15 @@ def fast_json_lines(
     holding another name of an `optional` field (canonical names, e.g. rating: `overall`), which
     the per-row reader would read where the columns see a null."""
     own = set(fields.native.values())
-    others = [re.escape(a.encode()) for c in optional for a in FIELD_ALIASES[c] if a not in own]
-    # one regex scan of a block finds any of those names (a `in` per name scanned it once each)
-    avoid = re.compile(rb'"(?:' + b"|".join(others) + rb')"') if others else None
+    others = [re.escape(a) for c in optional for a in FIELD_ALIASES[c] if a not in own]
+    # one RE2 scan of a block, without the GIL, finds those names and the numbers Python refuses
+    refuse = "|".join([NON_PYTHON_NUMBER, *([f'"(?:{"|".join(others)})"'] if others else [])])
 
     for block in _blocks(path):
         if isinstance(block, Record):
             yield map_record(block, fields)
             continue
-        for part, table in [(block, None)] if fields.configured else _segments(block, schema, avoid):
+        for part, table in [(block, None)] if fields.configured else _segments(block, schema, refuse):
             ok = np.zeros(len(part.ends), dtype=bool) if table is None else accept(table)
             if ok.any():
                 numbers = np.arange(part.first, part.first + len(ok), dtype=np.int64)[ok]
@@ -186,41 +187,44 @@ def _cut(first: int, data: bytes) -> Iterator[Block]:
         yield Block(first + i, data[start : int(part[-1]) + 1], part - start)
 
 
-def _segments(
-    block: Block, schema: pa.Schema, avoid: re.Pattern[bytes] | None
-) -> Iterator[tuple[Block, pa.Table | None]]:
+def _segments(block: Block, schema: pa.Schema, refuse: str) -> Iterator[tuple[Block, pa.Table | None]]:
     """The block as consecutive runs of lines, each with its table, or None for a single line
     pyarrow cannot read: a block it refuses is halved until the lines it can read are found (a
     bad line costs ~2 parses of its block, not a per-row block)."""
-    table = _parse_block(block, schema, avoid)
+    table = _parse_block(block, schema, refuse)
     n = len(block.ends)
     if table is not None or n == 1:
         yield block, table
         return
     cut = int(block.ends[n // 2 - 1]) + 1
-    yield from _segments(Block(block.first, block.data[:cut], block.ends[: n // 2]), schema, avoid)
+    yield from _segments(Block(block.first, block.data[:cut], block.ends[: n // 2]), schema, refuse)
     yield from _segments(
-        Block(block.first + n // 2, block.data[cut:], block.ends[n // 2 :] - cut), schema, avoid
+        Block(block.first + n // 2, block.data[cut:], block.ends[n // 2 :] - cut), schema, refuse
     )
 
 
-def _parse_block(block: Block, schema: pa.Schema, avoid: re.Pattern[bytes] | None) -> pa.Table | None:
+def _parse_block(block: Block, schema: pa.Schema, refuse: str) -> pa.Table | None:
     """The block's lines as one table, one row per line, or None unless pyarrow reads every line as
     the per-row reader would, as one object. Refused here, for the per-row reader to judge: a NUL
     byte or invalid UTF-8 (pyarrow does not check those); a line that does not start with `{` and
     end with `}` (a blank line pyarrow skips, a byte-order mark, an object spanning lines); a line
     with more than NESTING brackets (Python's json stops at its recursion limit, pyarrow does not);
-    NaN/Inf spellings pyarrow accepts and Python does not (Inf, -NaN); a name `avoid` finds; anything
+    what `refuse` matches (NaN/Inf spellings Python does not read, another name of a field); anything
     pyarrow fails to parse; a row count other than the line count (two objects on one line)."""
     data, ends = block.data, block.ends
-    if b"\x00" in data or (avoid is not None and avoid.search(data)):
+    if b"\x00" in data:
         return None
     if not data.isascii():
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    if (b"Inf" in data or b"-NaN" in data) and NON_PYTHON_NUMBER.search(data):
+    whole = pa.Array.from_buffers(
+        pa.large_binary(),
+        1,
+        [None, pa.py_buffer(np.array([0, len(data)], dtype=np.int64)), pa.py_buffer(data)],
+    )
+    if pc.match_substring_regex(whole, refuse)[0].as_py():
         return None
     buf = np.frombuffer(data, dtype=np.uint8)
     starts = np.concatenate(([0], ends[:-1] + 1))
