@@ -156,7 +156,7 @@ def _blocks(path: Path) -> Iterator[Block | Record]:
     off is read again from the first line not yet given, by the per-row reader: its Records, ending
     with the break."""
     first, tail = 1, b""
-    with open_binary(path) as stream:
+    with open_binary(path, fast=True) as stream:
         while True:
             try:
                 chunk = stream.read(CHUNK_BYTES)

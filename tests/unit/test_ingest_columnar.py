@@ -110,18 +110,35 @@ def test_column_wise_reviews_equal_the_per_row_reader_on_hostile_lines(
 
 
 def test_a_truncated_gzip_keeps_the_rows_before_the_break_and_quarantines_the_break(tmp_path, monkeypatch):
-    monkeypatch.setattr(columnar, "BLOCK_LINES", 3)
-    monkeypatch.setattr(columnar, "CHUNK_BYTES", 200)  # some blocks come column-wise before the break
+    monkeypatch.setattr(columnar, "BLOCK_LINES", 64)
+    monkeypatch.setattr(columnar, "CHUNK_BYTES", 4096)  # many blocks come column-wise before the break
     path = tmp_path / "Books.jsonl.gz"
-    whole = gzip.compress(b"\n".join(review(f"U{n}") for n in range(50)) + b"\n")
+    whole = gzip.compress(
+        b"\n".join(review(f"U{n}", ts=1_550_000_000_000 + n) for n in range(20_000)) + b"\n"
+    )
     path.write_bytes(whole[: len(whole) * 2 // 3])
+    fast, slow = read(path, column_wise=True), read(path, column_wise=False)
+    assert fast == slow  # ISA-L loses its last block at the break; the gzip module's re-read does not
+    (rows_in, kept, quarantined), _, bad, _ = fast
+    assert kept > 10_000 and quarantined == 1 and rows_in == kept + 1
+    assert "truncated" in bad[0]["reason"] or "corrupt" in bad[0]["reason"]
+    (raw,) = amazon2023.discover(SourceConfig(format="amazon2023", path=tmp_path), CFG)
+    assert sum(t.num_rows for t in raw.fast() if isinstance(t, pa.Table)) > 10_000
+
+
+@pytest.mark.parametrize("damage", ["deflate", "crc"])
+def test_a_gzip_damaged_inside_gives_the_per_row_readers_rows_and_reason(tmp_path, monkeypatch, damage):
+    # ISA-L reads the blocks; where its stream breaks, the gzip module reads the rest line by line
+    monkeypatch.setattr(columnar, "CHUNK_BYTES", 4096)
+    data = bytearray(gzip.compress(b"\n".join(review(f"U{n}") for n in range(20_000)) + b"\n", mtime=0))
+    at = 200 if damage == "deflate" else len(data) // 2  # a bad code early, or bytes the CRC catches
+    data[at : at + 50] = bytes(50)
+    path = tmp_path / "Books.jsonl.gz"
+    path.write_bytes(bytes(data))
     fast, slow = read(path, column_wise=True), read(path, column_wise=False)
     assert fast == slow
     (rows_in, kept, quarantined), _, bad, _ = fast
-    assert kept > 0 and quarantined == 1 and rows_in == kept + 1
-    assert "truncated" in bad[0]["reason"] or "corrupt" in bad[0]["reason"]
-    (raw,) = amazon2023.discover(SourceConfig(format="amazon2023", path=tmp_path), CFG)
-    assert sum(t.num_rows for t in raw.fast() if isinstance(t, pa.Table)) > 0
+    assert rows_in == kept + quarantined and bad[-1]["reason"].startswith("corrupt gzip stream at line")
 
 
 @pytest.mark.parametrize("last_newline", [b"\n", b""])
