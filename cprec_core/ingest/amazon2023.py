@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cprec_core.config import IngestConfig, SourceConfig
-from cprec_core.ingest.columnar import fast_json_lines, parsed_json_lines
+from cprec_core.ingest.columnar import fast_json_lines, mask, parsed_json_lines, plain_ids
 from cprec_core.ingest.common import (
     FieldMap,
     RawFile,
@@ -94,28 +94,22 @@ REVIEW_COLUMNS = pa.schema(
     ]
 )
 INT64_MAX = 2**63 - 1
-SAFE_ID = r"^[\x21-\x7e]+$"  # printable ASCII without spaces: parse_review keeps such an id as it is
 
 
 def accept_reviews(table: pa.Table, cfg: IngestConfig) -> np.ndarray:
     """The reviews parse_review certainly keeps unchanged: plain ids within ingest.max_id_chars, a
     timestamp within [min_ts, max_ts] seconds, a rating that is null or finite within bounds.
     Anything else (a missing field, an id with spaces or non-ASCII text, ...) is left to it."""
-    ok = pa.array(np.ones(table.num_rows, dtype=bool))
-    for name in ("user_id", "parent_asin"):
-        ids = table[name]
-        ok = pc.and_kleene(ok, pc.match_substring_regex(ids, SAFE_ID))
-        ok = pc.and_kleene(ok, pc.less_equal(pc.binary_length(ids), cfg.max_id_chars))
+    ids = plain_ids(table["user_id"], cfg.max_id_chars) & plain_ids(table["parent_asin"], cfg.max_id_chars)
     ms = table["timestamp"]
     # ms // 1000 in [min_ts, max_ts], within int64 (bounds beyond it are left to parse_review)
     low, high = min(max(cfg.min_ts, 0) * 1000, INT64_MAX), min(cfg.max_ts * 1000 + 999, INT64_MAX)
-    ok = pc.and_kleene(ok, pc.and_kleene(pc.greater_equal(ms, low), pc.less_equal(ms, high)))
+    when = pc.and_kleene(pc.greater_equal(ms, low), pc.less_equal(ms, high))
     rating = table["rating"]
     in_bounds = pc.and_kleene(
         pc.greater_equal(rating, RATING_BOUNDS[0]), pc.less_equal(rating, RATING_BOUNDS[1])
     )
-    ok = pc.and_kleene(ok, pc.or_kleene(pc.is_null(rating), in_bounds))
-    return pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+    return ids & mask(when) & mask(pc.or_kleene(pc.is_null(rating), in_bounds))
 
 
 def review_columns(table: pa.Table) -> pa.Table:

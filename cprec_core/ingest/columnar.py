@@ -14,6 +14,9 @@ is halved until the lines it can read are found, so one bad line does not cost i
 the same values. tests/unit/test_ingest_columnar.py holds the two paths to the same bronze and
 quarantine on hostile files.
 
+The generic reader's Parquet interactions need no parsing: generic.fast_parquet_interactions holds
+their Arrow batches to the same contract, with the same id rule (`plain_ids`).
+
 A file whose rows pyarrow cannot vouch for (Amazon 2023 metadata keeps every other field as exact
 JSON text) is read by `parsed_json_lines`: the same blocks, each line through json and the reader's
 own per-row parse, the kept rows as one table per run of lines, without the per-row reader's
@@ -57,6 +60,7 @@ NESTING = 256  # brackets a line may hold and still be read column-wise (Python'
 # lookahead, so `Infinity` (which both read) is refused too and its line read per row
 NON_PYTHON_NUMBER = r"[:,\[][ \t\r\n]*(?:-?Inf|-NaN)"
 
+SAFE_ID = r"^[\x21-\x7e]+$"  # printable ASCII without spaces: a per-row reader keeps such an id as it is
 Accept = Callable[[pa.Table], np.ndarray]  # the rows certainly valid (a bool mask)
 Convert = Callable[[pa.Table], pa.Table]  # accepted rows → bronze columns (without source_line, domain)
 
@@ -148,6 +152,25 @@ def _table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema
     )
+
+
+def plain_ids(ids: pa.ChunkedArray | pa.Array, max_chars: int) -> np.ndarray:
+    """The ids a per-row reader keeps as they are (a bool mask): strings of printable ASCII without
+    spaces, or integers (kept as their decimal text), at most `max_chars` long. Anything else,
+    nulls included, is left to the per-row reader."""
+    if pa.types.is_integer(ids.type):
+        ok = pc.less_equal(pc.binary_length(pc.cast(ids, pa.string())), max_chars)
+    elif pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+        short = pc.less_equal(pc.binary_length(ids), max_chars)
+        ok = pc.and_kleene(pc.match_substring_regex(ids, SAFE_ID), short)
+    else:
+        return np.zeros(len(ids), dtype=bool)
+    return mask(ok)
+
+
+def mask(flags: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A kleene bool array as a numpy mask, null as False."""
+    return pc.fill_null(flags, False).to_numpy(zero_copy_only=False)
 
 
 def _blocks(path: Path) -> Iterator[Block | Record]:

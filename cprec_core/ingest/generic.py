@@ -30,11 +30,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core.config import IngestConfig, SourceConfig
+from cprec_core.ingest.columnar import mask, plain_ids
 from cprec_core.ingest.common import (
     FieldMap,
     IngestError,
@@ -84,19 +86,77 @@ def _seconds(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch.set_column(i, "timestamp", seconds)
 
 
-def parquet_records(path: Path, table: Table, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record]:
-    """One Record per Parquet row, read in batches of cfg.batch_rows, in this reader's field names."""
+def _batches(
+    path: Path, table: Table, fields: FieldMap, cfg: IngestConfig
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(number of its first row, batch) per cfg.batch_rows rows of a Parquet file, in this reader's
+    field names and with timestamps in seconds."""
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise IngestError(f"{path}: not a readable Parquet file ({e})") from None
     names = fields.rename_names(pf.schema_arrow.names)
     _require(path, table, names)
-    row = 0
+    first = 1
     for batch in pf.iter_batches(batch_size=cfg.batch_rows):
-        for value in _seconds(batch.rename_columns(names)).to_pylist():
-            row += 1
+        yield first, _seconds(batch.rename_columns(names))
+        first += batch.num_rows
+
+
+def parquet_records(path: Path, table: Table, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record]:
+    """One Record per Parquet row, read in batches of cfg.batch_rows, in this reader's field names."""
+    for first, batch in _batches(path, table, fields, cfg):
+        for row, value in enumerate(batch.to_pylist(), start=first):
             yield Record(row, value, None, value)
+
+
+def fast_parquet_interactions(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record | pa.Table]:
+    """An interactions Parquet file read column-wise (the contract of ingest/columnar.py): per batch,
+    the rows parse_interaction certainly keeps unchanged as one table (bronze columns +
+    source_line), then every other row as the Record parquet_records gives it."""
+    for first, batch in _batches(path, "interactions", fields, cfg):
+        ok = _plain_interactions(batch, cfg)
+        rows = np.arange(first, first + batch.num_rows, dtype=np.int64)
+        if ok.any():
+            kept = _interaction_columns(batch.filter(pa.array(ok)))
+            yield kept.append_column("source_line", pa.array(rows[ok]))
+        others = batch.filter(pa.array(~ok)).to_pylist()
+        for row, value in zip(rows[~ok].tolist(), others, strict=True):
+            yield Record(row, value, None, value)
+
+
+def _plain_interactions(batch: pa.RecordBatch, cfg: IngestConfig) -> np.ndarray:
+    """The rows parse_interaction and the size checks keep as they are: plain ids, integer seconds
+    within [min_ts, max_ts], a rating that is null or a finite number (an integer exactly a
+    float). A column of another type leaves all its rows to the per-row reader."""
+    cap = cfg.max_id_chars
+    ok = plain_ids(batch.column("user_id"), cap) & plain_ids(batch.column("item_id"), cap)
+    ts = batch.column("timestamp")
+    if not pa.types.is_integer(ts.type):
+        return np.zeros(batch.num_rows, dtype=bool)
+    ok &= mask(pc.and_kleene(pc.greater_equal(ts, cfg.min_ts), pc.less_equal(ts, cfg.max_ts)))
+    if "rating" not in batch.schema.names:
+        return ok
+    rating = batch.column("rating")
+    if pa.types.is_floating(rating.type):
+        return ok & mask(pc.or_kleene(pc.is_null(rating), pc.is_finite(rating)))
+    if pa.types.is_integer(rating.type):
+        return ok & mask(pc.or_kleene(pc.is_null(rating), pc.less_equal(pc.abs(rating), 2**53)))
+    return ok & pa.types.is_null(rating.type)
+
+
+def _interaction_columns(batch: pa.RecordBatch) -> pa.Table:
+    """Rows _plain_interactions accepted as bronze columns: user_id, item_id, ts, rating."""
+    has_rating = "rating" in batch.schema.names
+    rating = batch.column("rating") if has_rating else pa.nulls(batch.num_rows, pa.float64())
+    return pa.table(
+        {
+            "user_id": pc.cast(batch.column("user_id"), pa.string()),
+            "item_id": pc.cast(batch.column("item_id"), pa.string()),
+            "ts": pc.cast(batch.column("timestamp"), pa.int64()),
+            "rating": pc.cast(rating, pa.float64()),
+        }
+    )
 
 
 def _csv_value(name: str, text: str | None) -> Any:
@@ -190,5 +250,7 @@ def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
             if path.suffix == ".parquet"
             else partial(csv_records, path, table, fields)
         )
-        files.append(RawFile(path, table, domain, read, parsers[table], fields))
+        column_wise = path.suffix == ".parquet" and table == "interactions"
+        fast = partial(fast_parquet_interactions, path, fields, cfg) if column_wise else None
+        files.append(RawFile(path, table, domain, read, parsers[table], fields, fast))
     return files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -148,3 +149,60 @@ def test_movielens_column_names_map_onto_the_generic_layout(tmp_path: Path) -> N
     items_report, items = out["items"]
     assert items[0]["title"] == "Toy Story (1995)" and items[0]["categories"] == ["Animation"]
     assert items_report.fields == {"movieId": "item_id", "genres": "category"}
+
+
+HOSTILE_PARQUET = {
+    # string ids, int seconds, float ratings: plain rows column-wise, the rest per row
+    "strings": {
+        "user_id": ["u1", "u 2", "", "   ", None, "ü3", "x" * 600, "u4", "u5", "u6", "u7", "u8"],
+        "item_id": ["i1", "i1", "i1", "i1", "i1", "i1", "i1", None, "i2", "i2", "i2", "i2"],
+        "timestamp": pa.array([1_600_000_000] * 8 + [5, None, 1_600_000_000, 1_600_000_000], pa.int64()),
+        "rating": pa.array([4.5, None, 1, 1, 1, 1, 1, 1, 1, 1, float("nan"), float("inf")], pa.float64()),
+    },
+    # integer ids, a timestamp type, integer ratings (one beyond what a float holds exactly)
+    "integers": {
+        "user_id": pa.array([7, -8, None, 9], pa.int64()),
+        "item_id": pa.array([1, 2, 3, 2**63 - 1], pa.int64()),
+        "timestamp": pa.array([1_600_000_000_000 + 1000 * i for i in range(3)] + [0], pa.timestamp("ms")),
+        "rating": pa.array([5, None, 2**60 + 1, 3], pa.int64()),
+    },
+    "float_seconds": {
+        "user_id": ["u1", "u2"],
+        "item_id": ["i1", "i2"],
+        "timestamp": pa.array([1.6e9, 1.6e9 + 0.5], pa.float64()),
+    },
+    "text_ratings": {
+        "user_id": ["u1", "u2", "u3"],
+        "item_id": ["i1", "i2", "i3"],
+        "timestamp": pa.array([1_600_000_000] * 3, pa.int64()),
+        "rating": ["5", None, "good"],
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_PARQUET))
+def test_parquet_interactions_read_column_wise_equal_the_per_row_reader(tmp_path: Path, name: str) -> None:
+    d = tmp_path / "Garden"
+    d.mkdir()
+    pq.write_table(pa.table(HOSTILE_PARQUET[name]), d / "interactions.parquet")
+    cfg = CFG.model_copy(update={"batch_rows": 3})  # rows of both kinds in one batch and across batches
+    (f,) = generic.discover(SourceConfig(format="generic", path=tmp_path), cfg)
+    assert f.fast is not None
+
+    def read(raw: object) -> tuple[tuple[int, int, int], list[dict], list[dict]]:
+        good: list[pa.Table] = []
+        bad: list[pa.Table] = []
+        report = ingest_file(raw, cfg, good.append, bad.append)
+        rows = sorted((r for t in good for r in t.to_pylist()), key=lambda r: r["source_line"])
+        quarantined = [r for t in bad for r in t.to_pylist()]
+        return (report.rows_in, report.kept, report.quarantined), rows, quarantined
+
+    column_wise, per_row = read(f), read(dataclasses.replace(f, fast=None))
+    assert column_wise == per_row
+    assert column_wise[0] == COUNTS[name]  # rows in, kept, quarantined
+    tables = [t for t in f.fast() if isinstance(t, pa.Table)]
+    assert sum(t.num_rows for t in tables) == COLUMN_WISE[name]
+
+
+COUNTS = {"strings": (12, 3, 9), "integers": (4, 2, 2), "float_seconds": (2, 1, 1), "text_ratings": (3, 1, 2)}
+COLUMN_WISE = {"strings": 1, "integers": 2, "float_seconds": 0, "text_ratings": 0}  # the rest per row
