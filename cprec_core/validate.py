@@ -197,7 +197,13 @@ def _batches(files: list[Path], batch_rows: int, columns: list[str]) -> Iterator
 @lru_cache(maxsize=1)
 def _gx():
     import great_expectations as gx  # imported lazily: ~6 s
+    from great_expectations.execution_engine import pandas_execution_engine
 
+    # GX fingerprints every pandas frame it validates (an MD5 over pd.util.hash_pandas_object, ~30 %
+    # of validating 1 M bronze rows) only to label the batch in its results, and skips that above
+    # HASH_THRESHOLD bytes. cprec's batches are named by their files' content hashes already, so
+    # the threshold is 0 (test_validate.py fails if a GX release stops reading it)
+    pandas_execution_engine.HASH_THRESHOLD = 0
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
     batch_definition = (

@@ -35,6 +35,19 @@ def test_clean_artifact_passes_in_batches(tmp_path: Path) -> None:
     assert "passed" in report.to_markdown()
 
 
+def test_gx_does_not_fingerprint_the_frames_it_validates(tmp_path: Path, monkeypatch) -> None:
+    # cprec turns GX's per-batch MD5 of the frame off (validate._gx); a GX release that stops
+    # reading HASH_THRESHOLD would hash again, and this test would say so
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    def refuse(df: object) -> str:
+        raise AssertionError("GX hashed a validated frame")
+
+    monkeypatch.setattr(pandas_execution_engine, "hash_pandas_dataframe", refuse)
+    write_table(BRONZE_INTERACTIONS, tmp_path, _events([200, 300], [1.0, None]))
+    assert validate_artifact(BRONZE_INTERACTIONS, tmp_path, PARAMS).success
+
+
 def test_failure_names_expectation_counts_and_sample_rows(tmp_path: Path) -> None:
     # ts 50 and 20_000 are outside [100, 10_000]; rating 9 is outside [0, 5].
     write_table(BRONZE_INTERACTIONS, tmp_path, _events([50, 300, 20_000], [1.0, 9.0, None]))
