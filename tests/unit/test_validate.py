@@ -35,6 +35,17 @@ def test_clean_artifact_passes_in_batches(tmp_path: Path) -> None:
     assert "passed" in report.to_markdown()
 
 
+def test_frames_are_read_across_files(tmp_path: Path) -> None:
+    # three domain partitions of 2 rows, frames of 4: one frame of the first file and half the
+    # second, one of the rest (a frame per file would be three)
+    events = _events([200, 300, 400, 500, 600, 700], [1.0] * 6)
+    events = events.set_column(5, "domain", pa.array(["Books"] * 2 + ["Home"] * 2 + ["Toys"] * 2))
+    assert len(write_table(BRONZE_INTERACTIONS, tmp_path, events).files) == 3
+    report = validate_artifact(BRONZE_INTERACTIONS, tmp_path, PARAMS, batch_rows=4)
+    assert report.success and report.rows == 6 and report.batches == 2
+    assert [o.element_count for o in report.outcomes] == [6] * len(report.outcomes)
+
+
 def test_gx_does_not_fingerprint_the_frames_it_validates(tmp_path: Path, monkeypatch) -> None:
     # cprec turns GX's per-batch MD5 of the frame off (validate._gx); a GX release that stops
     # reading HASH_THRESHOLD would hash again, and this test would say so
