@@ -50,7 +50,7 @@ from cprec_core.ingest.common import (
 )
 
 BLOCK_LINES = 65_536  # lines parsed per pyarrow call: ~20-40 MB of reviews, bounded memory
-CHUNK_BYTES = 16 << 20  # decompressed bytes read at a time and split into lines in C
+CHUNK_BYTES = 16 << 20  # decompressed bytes read at a time and cut into blocks at line ends
 PARSE_CHUNK = 1 << 20  # pyarrow parses a block in chunks of this many bytes on its threads; a longer line
 # cannot be read column-wise and takes the per-row path
 
