@@ -33,6 +33,8 @@ def test_quick_benchmarks_run_and_agree(tmp_path: Path) -> None:
     # every reader saw every line of the files
     rows = {c["rows"] for c in rec["ingest"]["contenders"].values()}
     assert len(rows) == 1 and rows.pop() > rec["ingest"]["interactions"]
+    generic = rec["ingest"]["generic_parquet"]  # the kept interactions, as the generic layout, all kept
+    assert generic["rows"] == generic["kept"] > 0.9 * rec["ingest"]["interactions"]
     assert 0 <= rec["pack"]["waste_pct"] < 100 and rec["pack"]["tokens"] > 0
     assert rec["cpt"]["tiny"]["contenders"]["deepspeed"]["tokens_per_s"] > 0
     assert rec["ranking"]["identical"] is True
