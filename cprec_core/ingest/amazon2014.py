@@ -16,7 +16,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from cprec_core.config import IngestConfig, SourceConfig
+from cprec_core.ingest.columnar import fast_json_lines, null_or_within, plain_ids, within
 from cprec_core.ingest.common import (
     FieldMap,
     RawFile,
@@ -85,6 +89,43 @@ def parse_meta(rec: dict[str, Any]) -> tuple[str, str | None, list[str], str | N
     return item, title, _categories(rec), description, extra_json(rec, ITEM_FIELDS)
 
 
+REVIEW_COLUMNS = pa.schema(
+    [
+        ("reviewerID", pa.string()),
+        ("asin", pa.string()),
+        ("unixReviewTime", pa.int64()),
+        ("overall", pa.float64()),
+    ]
+)
+
+
+def accept_reviews(table: pa.Table, cfg: IngestConfig) -> np.ndarray:
+    """The reviews parse_review certainly keeps unchanged: plain ids within ingest.max_id_chars,
+    seconds within [min_ts, max_ts], a rating null or within bounds; the rest is left to it."""
+    ids = plain_ids(table["reviewerID"], cfg.max_id_chars) & plain_ids(table["asin"], cfg.max_id_chars)
+    when = within(table["unixReviewTime"], cfg.min_ts, cfg.max_ts)
+    return ids & when & null_or_within(table["overall"], *RATING_BOUNDS)
+
+
+def review_columns(table: pa.Table) -> pa.Table:
+    """Accepted reviews as bronze columns: user_id, item_id, ts, rating."""
+    names = {"user_id": "reviewerID", "item_id": "asin", "ts": "unixReviewTime", "rating": "overall"}
+    return pa.table({bronze: table[source] for bronze, source in names.items()})
+
+
+def fast_reviews(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record | pa.Table]:
+    """A reviews file read column-wise (ingest/columnar.py); a Python-literal line goes per row."""
+    return fast_json_lines(
+        path,
+        fields,
+        REVIEW_COLUMNS,
+        partial(accept_reviews, cfg=cfg),
+        review_columns,
+        optional=("rating",),
+        literal_fallback=True,
+    )
+
+
 def records(path: Path, fields: FieldMap) -> Iterator[Record]:
     """One Record per line; Python-literal lines (2014 metadata) are accepted too."""
     with open_binary(path) as f:
@@ -94,5 +135,10 @@ def records(path: Path, fields: FieldMap) -> Iterator[Record]:
 def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
     """Every review and metadata file directly under source.path."""
     return discover_flat(
-        source, FILE, records, {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta}, NATIVE
+        source,
+        FILE,
+        records,
+        {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta},
+        NATIVE,
+        fast={"interactions": partial(fast_reviews, cfg=cfg)},
     )

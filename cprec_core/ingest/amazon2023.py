@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cprec_core.config import IngestConfig, SourceConfig
-from cprec_core.ingest.columnar import fast_json_lines, mask, parsed_json_lines, plain_ids
+from cprec_core.ingest.columnar import fast_json_lines, null_or_within, parsed_json_lines, plain_ids, within
 from cprec_core.ingest.common import (
     FieldMap,
     RawFile,
@@ -101,15 +101,9 @@ def accept_reviews(table: pa.Table, cfg: IngestConfig) -> np.ndarray:
     timestamp within [min_ts, max_ts] seconds, a rating that is null or finite within bounds.
     Anything else (a missing field, an id with spaces or non-ASCII text, ...) is left to it."""
     ids = plain_ids(table["user_id"], cfg.max_id_chars) & plain_ids(table["parent_asin"], cfg.max_id_chars)
-    ms = table["timestamp"]
     # ms // 1000 in [min_ts, max_ts], within int64 (bounds beyond it are left to parse_review)
     low, high = min(max(cfg.min_ts, 0) * 1000, INT64_MAX), min(cfg.max_ts * 1000 + 999, INT64_MAX)
-    when = pc.and_kleene(pc.greater_equal(ms, low), pc.less_equal(ms, high))
-    rating = table["rating"]
-    in_bounds = pc.and_kleene(
-        pc.greater_equal(rating, RATING_BOUNDS[0]), pc.less_equal(rating, RATING_BOUNDS[1])
-    )
-    return ids & mask(when) & mask(pc.or_kleene(pc.is_null(rating), in_bounds))
+    return ids & within(table["timestamp"], low, high) & null_or_within(table["rating"], *RATING_BOUNDS)
 
 
 def review_columns(table: pa.Table) -> pa.Table:

@@ -80,18 +80,20 @@ def fast_json_lines(
     accept: Accept,
     convert: Convert,
     optional: tuple[str, ...] = (),
+    literal_fallback: bool = False,
 ) -> Iterator[Record | pa.Table]:
     """Per block of lines: a table of the accepted rows (bronze columns + source_line), then a
     Record for each other line, as the per-row reader would give it. Mapped field names (a
     configured ingest.sources[].fields) need the per-row reader for every row; so does a line
     holding another name of an `optional` field (canonical names, e.g. rating: `overall`), which
-    the per-row reader would read where the columns see a null."""
+    the per-row reader would read where the columns see a null. `literal_fallback` as the per-row
+    reader's json_records (a Python-literal line is read per row)."""
     own = set(fields.native.values())
     others = [re.escape(a) for c in optional for a in FIELD_ALIASES[c] if a not in own]
     # one RE2 scan of a block, without the GIL, finds those names and the numbers Python refuses
     refuse = "|".join([NON_PYTHON_NUMBER, *([f'"(?:{"|".join(others)})"'] if others else [])])
 
-    for block in _blocks(path):
+    for block in _blocks(path, literal_fallback):
         if isinstance(block, Record):
             yield map_record(block, fields)
             continue
@@ -105,7 +107,8 @@ def fast_json_lines(
             lines = part.data.split(b"\n")  # only a block holding a row the columns do not vouch for
             for i in np.flatnonzero(~ok):
                 line_no, raw = part.first + int(i), lines[i]
-                yield map_record(json_record(line_no, *decode_line(raw, line_no), raw), fields)
+                record = json_record(line_no, *decode_line(raw, line_no), raw, literal_fallback)
+                yield map_record(record, fields)
 
 
 def parsed_json_lines(
@@ -168,12 +171,22 @@ def plain_ids(ids: pa.ChunkedArray | pa.Array, max_chars: int) -> np.ndarray:
     return mask(ok)
 
 
+def within(values: pa.ChunkedArray | pa.Array, low: float, high: float) -> np.ndarray:
+    """low <= value <= high (a bool mask; null is False)."""
+    return mask(pc.and_kleene(pc.greater_equal(values, low), pc.less_equal(values, high)))
+
+
+def null_or_within(values: pa.ChunkedArray | pa.Array, low: float, high: float) -> np.ndarray:
+    """Null, or low <= value <= high (a bool mask; NaN is False)."""
+    return mask(pc.is_null(values)) | within(values, low, high)
+
+
 def mask(flags: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A kleene bool array as a numpy mask, null as False."""
     return pc.fill_null(flags, False).to_numpy(zero_copy_only=False)
 
 
-def _blocks(path: Path) -> Iterator[Block | Record]:
+def _blocks(path: Path, literal_fallback: bool = False) -> Iterator[Block | Record]:
     """The file's lines in blocks of at most BLOCK_LINES, each one bytes object cut from the
     decompressed stream (the lines are never split apart and joined again). A stream that breaks
     off is read again from the first line not yet given, by the per-row reader: its Records, ending
@@ -198,7 +211,7 @@ def _blocks(path: Path) -> Iterator[Block | Record]:
     with open_binary(path) as again:
         for line_no, text, error, raw in text_lines(again):
             if line_no >= first:
-                yield json_record(line_no, text, error, raw)
+                yield json_record(line_no, text, error, raw, literal_fallback)
 
 
 def _cut(first: int, data: bytes) -> Iterator[Block]:

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core.config import IngestConfig, SourceConfig
-from cprec_core.ingest.columnar import mask, plain_ids
+from cprec_core.ingest.columnar import mask, plain_ids, within
 from cprec_core.ingest.common import (
     FieldMap,
     IngestError,
@@ -134,7 +134,7 @@ def _plain_interactions(batch: pa.RecordBatch, cfg: IngestConfig) -> np.ndarray:
     ts = batch.column("timestamp")
     if not pa.types.is_integer(ts.type):
         return np.zeros(batch.num_rows, dtype=bool)
-    ok &= mask(pc.and_kleene(pc.greater_equal(ts, cfg.min_ts), pc.less_equal(ts, cfg.max_ts)))
+    ok &= within(ts, cfg.min_ts, cfg.max_ts)
     if "rating" not in batch.schema.names:
         return ok
     rating = batch.column("rating")

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from cprec_core.config import IngestConfig, SourceConfig
-from cprec_core.ingest import amazon2023, columnar
+from cprec_core.ingest import amazon2014, amazon2023, columnar
 from cprec_core.ingest.common import ingest_file
 
 CFG = IngestConfig(sources=[], batch_rows=1000, max_id_chars=20)
@@ -225,3 +225,47 @@ def test_metadata_read_by_blocks_equals_the_per_row_reader_in_file_order(tmp_pat
     (raw,) = amazon2023.discover(SourceConfig(format="amazon2023", path=tmp_path), CFG)
     assert raw.fast is not None
     assert sum(t.num_rows for t in raw.fast() if isinstance(t, pa.Table)) >= 5  # not all per row
+
+
+def review2014(user="A1", item="B1", ts=1_400_000_000, rating=5.0) -> bytes:
+    return json.dumps({"reviewerID": user, "asin": item, "unixReviewTime": ts, "overall": rating}).encode()
+
+
+HOSTILE_2014: list[bytes] = [
+    review2014(),
+    b"{'reviewerID': 'A2', 'asin': 'B1', 'unixReviewTime': 1400000000, 'overall': 4.0}",  # a Python literal
+    review2014("A3", rating=None),
+    review2014("A 4"),  # left to the per-row reader, which keeps it
+    review2014("A5", ts=5),  # before ingest.min_ts
+    review2014("A6", ts=1.4e9),  # an integral float: kept per row
+    review2014("A7", rating=9),
+    b'{"reviewerID": "A8", "asin": "B1", "unixReviewTime": 1400000000, "rating": 3}',  # an alias of overall
+    review2014("A9")[:-1] + b', "vote": "2", "style": {"Size:": " M"}}',  # fields not read
+    review2014("A10")[:-1] + b', "helpful": -Inf}',
+    b"",
+    review2014("A11"),
+]
+
+
+@pytest.mark.parametrize("block_lines", [1, 5, 65_536])
+def test_amazon2014_reviews_read_column_wise_equal_the_per_row_reader(tmp_path, monkeypatch, block_lines):
+    monkeypatch.setattr(columnar, "BLOCK_LINES", block_lines)
+    (tmp_path / "reviews_Books_5.json").write_bytes(b"\n".join(HOSTILE_2014) + b"\n")
+    (raw,) = amazon2014.discover(SourceConfig(format="amazon2014", path=tmp_path), CFG)
+    assert raw.fast is not None
+
+    def read(f: object) -> tuple[tuple[int, int, int], list[dict], list[dict], dict]:
+        good: list[pa.Table] = []
+        bad: list[pa.Table] = []
+        report = ingest_file(f, CFG, good.append, bad.append)
+        rows = sorted((r for t in good for r in t.to_pylist()), key=lambda r: r["source_line"])
+        quarantined = [r for t in bad for r in t.to_pylist()]
+        return (report.rows_in, report.kept, report.quarantined), rows, quarantined, report.fields or {}
+
+    fast, slow = read(raw), read(dataclasses.replace(raw, fast=None))
+    assert fast == slow
+    counts, rows, bad, fields = fast
+    assert counts == (12, 8, 4) and fields == {"rating": "overall"}
+    assert [r["user_id"] for r in rows] == ["A1", "A2", "A3", "A 4", "A6", "A8", "A9", "A11"]
+    assert [r["line"] for r in bad] == [5, 7, 10, 11]
+    assert sum(t.num_rows for t in raw.fast() if isinstance(t, pa.Table)) >= 3  # A1, A3, A11 at least
