@@ -198,10 +198,16 @@ def _batches(files: list[Path], batch_rows: int, columns: list[str]) -> Iterator
                 n += take.num_rows
                 batch = batch.slice(take.num_rows)
                 if n == batch_rows:
-                    yield _frame(pa.Table.from_batches(pending))
+                    yield _frame(_joined(pending))
                     pending, n = [], 0
     if pending:
-        yield _frame(pa.Table.from_batches(pending))
+        yield _frame(_joined(pending))
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.Table:
+    """Batches of several files as one table; a file written under an older schema (a partition a
+    refresh kept) may differ in string width or nullability, which is promoted, not refused."""
+    return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
 
 
 def _frame(rows: pa.Table) -> pd.DataFrame:

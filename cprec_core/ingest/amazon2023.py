@@ -93,7 +93,6 @@ REVIEW_COLUMNS = pa.schema(
         ("rating", pa.float64()),
     ]
 )
-INT64_MAX = 2**63 - 1
 
 
 def accept_reviews(table: pa.Table, cfg: IngestConfig) -> np.ndarray:
@@ -101,9 +100,9 @@ def accept_reviews(table: pa.Table, cfg: IngestConfig) -> np.ndarray:
     timestamp within [min_ts, max_ts] seconds, a rating that is null or finite within bounds.
     Anything else (a missing field, an id with spaces or non-ASCII text, ...) is left to it."""
     ids = plain_ids(table["user_id"], cfg.max_id_chars) & plain_ids(table["parent_asin"], cfg.max_id_chars)
-    # ms // 1000 in [min_ts, max_ts], within int64 (bounds beyond it are left to parse_review)
-    low, high = min(max(cfg.min_ts, 0) * 1000, INT64_MAX), min(cfg.max_ts * 1000 + 999, INT64_MAX)
-    return ids & within(table["timestamp"], low, high) & null_or_within(table["rating"], *RATING_BOUNDS)
+    # ms // 1000 in [min_ts, max_ts]; a negative ms (floored, not truncated) is left to parse_review
+    when = within(table["timestamp"], max(cfg.min_ts, 0) * 1000, cfg.max_ts * 1000 + 999)
+    return ids & when & null_or_within(table["rating"], *RATING_BOUNDS)
 
 
 def review_columns(table: pa.Table) -> pa.Table:

@@ -26,6 +26,7 @@ per-line machinery around them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,6 +47,7 @@ from cprec_core.ingest.common import (
     json_record,
     map_record,
     open_binary,
+    stream_error,
     text_lines,
 )
 
@@ -60,6 +62,7 @@ NESTING = 256  # brackets a line may hold and still be read column-wise (Python'
 # lookahead, so `Infinity` (which both read) is refused too and its line read per row
 NON_PYTHON_NUMBER = r"[:,\[][ \t\r\n]*(?:-?Inf|-NaN)"
 
+ESCAPED_KEY = r'\\u[0-9a-fA-F]{4}[^"\\]*"[ \t\r\n]*:'  # a key with a \u escape (RE2)
 SAFE_ID = r"^[\x21-\x7e]+$"  # printable ASCII without spaces: a per-row reader keeps such an id as it is
 Accept = Callable[[pa.Table], np.ndarray]  # the rows certainly valid (a bool mask)
 Convert = Callable[[pa.Table], pa.Table]  # accepted rows → bronze columns (without source_line, domain)
@@ -90,8 +93,10 @@ def fast_json_lines(
     reader's json_records (a Python-literal line is read per row)."""
     own = set(fields.native.values())
     others = [re.escape(a) for c in optional for a in FIELD_ALIASES[c] if a not in own]
-    # one RE2 scan of a block, without the GIL, finds those names and the numbers Python refuses
-    refuse = "|".join([NON_PYTHON_NUMBER, *([f'"(?:{"|".join(others)})"'] if others else [])])
+    # one RE2 scan of a block, without the GIL, finds those names (also spelt with \u escapes, which
+    # the scan cannot read: any key holding one) and the numbers Python refuses
+    names = [f'"(?:{"|".join(others)})"', ESCAPED_KEY] if others else []
+    refuse = "|".join([NON_PYTHON_NUMBER, *names])
 
     for block in _blocks(path, literal_fallback):
         if isinstance(block, Record):
@@ -172,7 +177,14 @@ def plain_ids(ids: pa.ChunkedArray | pa.Array, max_chars: int) -> np.ndarray:
 
 
 def within(values: pa.ChunkedArray | pa.Array, low: float, high: float) -> np.ndarray:
-    """low <= value <= high (a bool mask; null is False)."""
+    """low <= value <= high (a bool mask; null is False). Integer columns compare against bounds cut
+    to their type's range, so an unsigned column or a bound beyond 64 bits compares, not fails."""
+    if pa.types.is_integer(values.type):
+        info = np.iinfo(values.type.to_pandas_dtype())
+        low, high = max(math.ceil(low), int(info.min)), min(math.floor(high), int(info.max))
+        if low > high:
+            return np.zeros(len(values), dtype=bool)
+        low, high = pa.scalar(low, values.type), pa.scalar(high, values.type)
     return mask(pc.and_kleene(pc.greater_equal(values, low), pc.less_equal(values, high)))
 
 
@@ -190,13 +202,14 @@ def _blocks(path: Path, literal_fallback: bool = False) -> Iterator[Block | Reco
     """The file's lines in blocks of at most BLOCK_LINES, each one bytes object cut from the
     decompressed stream (the lines are never split apart and joined again). A stream that breaks
     off is read again from the first line not yet given, by the per-row reader: its Records, ending
-    with the break."""
+    with the break (or, where the gzip module breaks before that line, ISA-L's break at it)."""
     first, tail = 1, b""
     with open_binary(path, fast=True) as stream:
         while True:
             try:
                 chunk = stream.read(CHUNK_BYTES)
-            except STREAM_ERRORS:
+            except STREAM_ERRORS as e:
+                broke = e
                 break
             if not chunk and not tail:
                 return
@@ -208,10 +221,14 @@ def _blocks(path: Path, literal_fallback: bool = False) -> Iterator[Block | Reco
                 first += len(block.ends)
             if not chunk:
                 return
+    ended = False  # whether the gzip module's read reached the first line not given
     with open_binary(path) as again:
         for line_no, text, error, raw in text_lines(again):
             if line_no >= first:
+                ended = True
                 yield json_record(line_no, text, error, raw, literal_fallback)
+    if not ended:  # it broke before ISA-L did (zlib drops its last output on a bad block): ISA-L's break
+        yield Record(first, None, stream_error(broke, first), b"")
 
 
 def _cut(first: int, data: bytes) -> Iterator[Block]:

@@ -299,7 +299,8 @@ def open_binary(path: Path, fast: bool = False) -> IO[bytes]:
     """Open a raw file for binary reading; `.gz` files are decompressed on the fly. `fast` uses
     ISA-L (python-isal, the gzip module's interface at ~2.7x its speed on the bench's reviews), whose
     reader loses the rows of its last decompressed block when the stream breaks off: a reader that
-    uses it reads a broken file again with the gzip module, which gives every line before the break."""
+    uses it reads a broken file again with the gzip module, which gives every line of a truncated
+    file before the cut (of a damaged one, zlib too drops the output of its last call)."""
     if not path.name.endswith(".gz"):
         return open(path, "rb")
     return igzip.open(path, "rb") if fast else gzip.open(path, "rb")

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cprec_core.config import IngestConfig, SourceConfig
-from cprec_core.ingest.columnar import mask, plain_ids, within
+from cprec_core.ingest.columnar import mask, null_or_within, plain_ids, within
 from cprec_core.ingest.common import (
     FieldMap,
     IngestError,
@@ -141,7 +141,7 @@ def _plain_interactions(batch: pa.RecordBatch, cfg: IngestConfig) -> np.ndarray:
     if pa.types.is_floating(rating.type):
         return ok & mask(pc.or_kleene(pc.is_null(rating), pc.is_finite(rating)))
     if pa.types.is_integer(rating.type):
-        return ok & mask(pc.or_kleene(pc.is_null(rating), pc.less_equal(pc.abs(rating), 2**53)))
+        return ok & null_or_within(rating, -(2**53), 2**53)
     return ok & pa.types.is_null(rating.type)
 
 

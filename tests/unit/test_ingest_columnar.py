@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import json
 from pathlib import Path
 
@@ -71,6 +72,8 @@ HOSTILE: list[bytes] = [
     b'{"b": 1}}',
     review("U22") + b" " + review("U23"),
     review("U24") + b"  ",  # trailing spaces
+    b'{"user_id": "U25", "parent_asin": "B1", "timestamp": 1550000000000, "sc\\u006fre": 2}',  # "score"
+    review("U26")[:-1] + b', "text": "caf\\u00e9 \\"x\\": y"}',  # escapes in a value: column-wise
 ]
 
 
@@ -103,7 +106,8 @@ def test_column_wise_reviews_equal_the_per_row_reader_on_hostile_lines(
     assert counts[0] == len(HOSTILE) and counts[1] > 8 and counts[2] > 20  # the file exercises both
     assert {"U1", "U2", "U13", "42", "U 4", "Ü5", "U7", "U19", "U21", "U24"} <= {r["user_id"] for r in rows}
     assert {r["user_id"]: r["rating"] for r in rows}["U21"] == 3.0
-    assert fields == {"reviewerID": "user_id", "overall": "rating", "stars": "rating"}
+    assert {r["user_id"]: r["rating"] for r in rows}["U25"] == 2.0
+    assert fields == {"reviewerID": "user_id", "overall": "rating", "stars": "rating", "score": "rating"}
     (raw,) = amazon2023.discover(SourceConfig(format="amazon2023", path=tmp_path), CFG)
     column_wise = sum(t.num_rows for t in raw.fast() if isinstance(t, pa.Table))
     assert column_wise >= 5  # the clean lines around the bad ones still come column-wise
@@ -139,6 +143,26 @@ def test_a_gzip_damaged_inside_gives_the_per_row_readers_rows_and_reason(tmp_pat
     assert fast == slow
     (rows_in, kept, quarantined), _, bad, _ = fast
     assert rows_in == kept + quarantined and bad[-1]["reason"].startswith("corrupt gzip stream at line")
+
+
+def test_a_break_the_gzip_module_reaches_first_is_still_quarantined(tmp_path, monkeypatch):
+    # zlib drops its last output on a bad block, so the gzip module's re-read can stop before the
+    # first line ISA-L did not give: ISA-L's break is then quarantined at that line, nothing is lost
+    monkeypatch.setattr(columnar, "CHUNK_BYTES", 4096)
+    data = bytearray(gzip.compress(b"\n".join(review(f"U{n}") for n in range(20_000)) + b"\n", mtime=0))
+    data[len(data) // 2 : len(data) // 2 + 50] = bytes(50)  # ISA-L reads on to the CRC check
+    path = tmp_path / "Books.jsonl.gz"
+    path.write_bytes(bytes(data))
+    real = columnar.open_binary
+
+    def gzip_module_stops_at_once(p: Path, fast: bool = False):
+        return real(p, fast) if fast else io.BytesIO()
+
+    monkeypatch.setattr(columnar, "open_binary", gzip_module_stops_at_once)
+    (rows_in, kept, quarantined), _, bad, _ = read(path, column_wise=True)
+    assert rows_in == kept + quarantined and kept > 5_000  # the lines before the damage
+    assert bad[-1]["line"] == rows_in
+    assert bad[-1]["reason"].startswith(f"corrupt gzip stream at line {rows_in}")
 
 
 @pytest.mark.parametrize("last_newline", [b"\n", b""])

@@ -166,6 +166,13 @@ HOSTILE_PARQUET = {
         "timestamp": pa.array([1_600_000_000_000 + 1000 * i for i in range(3)] + [0], pa.timestamp("ms")),
         "rating": pa.array([5, None, 2**60 + 1, 3], pa.int64()),
     },
+    # unsigned seconds beyond int64 and the most negative int64 rating: compared, never cast
+    "extremes": {
+        "user_id": ["u1", "u2", "u3", "u4"],
+        "item_id": ["i1", "i2", "i3", "i4"],
+        "timestamp": pa.array([1_600_000_000, 2**63, 2**64 - 1, 1_600_000_000], pa.uint64()),
+        "rating": pa.array([-(2**63), 5, None, 4], pa.int64()),
+    },
     "float_seconds": {
         "user_id": ["u1", "u2"],
         "item_id": ["i1", "i2"],
@@ -199,10 +206,17 @@ def test_parquet_interactions_read_column_wise_equal_the_per_row_reader(tmp_path
 
     column_wise, per_row = read(f), read(dataclasses.replace(f, fast=None))
     assert column_wise == per_row
-    assert column_wise[0] == COUNTS[name]  # rows in, kept, quarantined
+    assert column_wise[0] == COUNTS[name]
     tables = [t for t in f.fast() if isinstance(t, pa.Table)]
     assert sum(t.num_rows for t in tables) == COLUMN_WISE[name]
 
 
-COUNTS = {"strings": (12, 3, 9), "integers": (4, 2, 2), "float_seconds": (2, 1, 1), "text_ratings": (3, 1, 2)}
-COLUMN_WISE = {"strings": 1, "integers": 2, "float_seconds": 0, "text_ratings": 0}  # the rest per row
+COUNTS = {  # rows in, kept, quarantined
+    "extremes": (4, 2, 2),
+    "strings": (12, 3, 9),
+    "integers": (4, 2, 2),
+    "float_seconds": (2, 1, 1),
+    "text_ratings": (3, 1, 2),
+}
+# rows read column-wise; the rest per row
+COLUMN_WISE = {"extremes": 1, "strings": 1, "integers": 2, "float_seconds": 0, "text_ratings": 0}
