@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,16 @@ def machine() -> dict[str, Any]:
 def polars_available() -> bool:
     """Polars is an optional benchmark-only dependency."""
     return importlib.util.find_spec("polars") is not None
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[dict[str, float]]:
+    """The block's wall `seconds` and `cpu_s`: CPU-seconds of this process, every thread (not of
+    child processes), set when the block ends."""
+    times: dict[str, float] = {}
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    yield times
+    times.update(seconds=time.perf_counter() - t0, cpu_s=time.process_time() - cpu0)
 
 
 def _vm_hwm() -> int:

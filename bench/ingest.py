@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bench.common import BenchError, measure
+from bench.common import BenchError, measure, timed
 from cprec_core.config import SynthConfig, load_config
 from cprec_core.ingest.synth import generate_synthetic
 
@@ -37,25 +37,25 @@ def run_gzip(raw: str, isal: bool = False) -> dict[str, Any]:
     floor), or with ISA-L (python-isal, the decompressor the project's column-wise reader uses)."""
     from isal import igzip
 
-    t0 = time.perf_counter()
     n_bytes = n_lines = 0
-    for f in _files(raw):
-        with (igzip if isal else gzip).open(f, "rb") as g:
-            while block := g.read(CHUNK):
-                n_bytes += len(block)
-                n_lines += block.count(b"\n")
-    return {"seconds": time.perf_counter() - t0, "rows": n_lines, "bytes": n_bytes}
+    with timed() as t:
+        for f in _files(raw):
+            with (igzip if isal else gzip).open(f, "rb") as g:
+                while block := g.read(CHUNK):
+                    n_bytes += len(block)
+                    n_lines += block.count(b"\n")
+    return {**t, "rows": n_lines, "bytes": n_bytes}
 
 
 def run_pandas(raw: str) -> dict[str, Any]:
     """`pd.read_json(path, lines=True)` on every file, as a user would load them."""
     import pandas as pd
 
-    t0 = time.perf_counter()
     rows = 0
-    for f in _files(raw):
-        rows += len(pd.read_json(f, lines=True, compression="gzip"))
-    return {"seconds": time.perf_counter() - t0, "rows": rows}
+    with timed() as t:
+        for f in _files(raw):
+            rows += len(pd.read_json(f, lines=True, compression="gzip"))
+    return {**t, "rows": rows}
 
 
 def run_project(raw: str, root: str) -> dict[str, Any]:
@@ -66,10 +66,9 @@ def run_project(raw: str, root: str) -> dict[str, Any]:
 
     cfg = load_config(None, [f"paths.root={root}", f"ingest.sources=[{{format: amazon2023, path: {raw}}}]"])
     workers = cfg.orchestration.worker_count()
-    t0 = time.perf_counter()
-    out = run_ingest(cfg, map_domains=on_threads(workers))
-    seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "rows": out["rows_in"], "kept": out["kept"], "threads": workers}
+    with timed() as t:
+        out = run_ingest(cfg, map_domains=on_threads(workers))
+    return {**t, "rows": out["rows_in"], "kept": out["kept"], "threads": workers}
 
 
 def write_generic(root: str, out: str) -> None:
@@ -94,9 +93,9 @@ def run_generic(generic: str, root: str) -> dict[str, Any]:
 
     cfg = load_config(None, [f"paths.root={root}", f"ingest.sources=[{{format: generic, path: {generic}}}]"])
     workers = cfg.orchestration.worker_count()
-    t0 = time.perf_counter()
-    out = run_ingest(cfg, map_domains=on_threads(workers))
-    return {"seconds": time.perf_counter() - t0, "rows": out["rows_in"], "kept": out["kept"]}
+    with timed() as t:
+        out = run_ingest(cfg, map_domains=on_threads(workers))
+    return {**t, "rows": out["rows_in"], "kept": out["kept"]}
 
 
 def run(work: Path, quick: bool) -> dict[str, Any]:

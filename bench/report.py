@@ -184,14 +184,15 @@ def _ingest(rec: dict[str, Any]) -> list[str]:
             f"{v['mb_per_s']:.1f}",
             f"{v['rows_per_s']:,.0f}",
             f"{v['seconds']:.1f}",
+            f"{v['cpu_s']:.1f}" if "cpu_s" in v else "-",
+            f"{v['mb_per_s'] * v['seconds'] / v['cpu_s']:.1f}" if "cpu_s" in v else "-",
             _gib(v["peak_rss_bytes"]),
             f"{v['load_before']:.1f}",
         ]
         for n, v in c.items()
     ]
-    lines += _table(
-        ["contender", "share of gzip floor", "MB/s", "rows/s", "seconds", "peak RSS", "load"], rows
-    )
+    header = ["contender", "share of gzip floor", "MB/s", "rows/s", "seconds", "CPU-s", "MB per CPU-s"]
+    lines += _table([*header, "peak RSS", "load"], rows)
     share = c["project"]["mb_per_s"] / floor
     vs_pd = c["project"]["mb_per_s"] / c["pandas"]["mb_per_s"]
     share_isal = c["project"]["mb_per_s"] / c["isal"]["mb_per_s"]
@@ -201,12 +202,28 @@ def _ingest(rec: dict[str, Any]) -> list[str]:
         f"- project vs pandas.read_json: {vs_pd:.2f}× the throughput "
         "(pandas validates nothing and writes nothing)",
         f"- project vs the ISA-L decompression floor: {share_isal:.1%}",
+        *_per_cpu_second(c),
         f"- the same {g['rows']:,} interactions as the generic layout's Parquet (one file per domain, "
         f"written from the project's bronze): {g['seconds']:.2f} s, {g['rows_per_s']:,.0f} rows/s, "
         f"peak RSS {_gib(g['peak_rss_bytes'])}",
         "",
     ]
     return lines
+
+
+def _per_cpu_second(contenders: dict[str, Any]) -> list[str]:
+    """The project's MB per CPU-second against the gzip floor's (one thread), when both were timed."""
+    project, floor = contenders["project"], contenders["gzip"]
+    if "cpu_s" not in project or "cpu_s" not in floor:
+        return []
+    mb = project["mb_per_s"] * project["seconds"]  # the uncompressed MB read
+    per_cpu, floor_per_cpu = mb / project["cpu_s"], mb / floor["cpu_s"]
+    cores = project["cpu_s"] / project["seconds"]
+    return [
+        f"- per CPU-second (every thread of the process): the project reads {per_cpu:.1f} MB, "
+        f"{per_cpu / floor_per_cpu:.1%} of the gzip floor's {floor_per_cpu:.1f}; {cores:.2f} cores busy "
+        "on average"
+    ]
 
 
 def _pack(rec: dict[str, Any]) -> list[str]:
