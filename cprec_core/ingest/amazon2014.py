@@ -16,11 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
 from cprec_core.config import IngestConfig, SourceConfig
-from cprec_core.ingest.columnar import fast_json_lines, null_or_within, plain_ids, within
+from cprec_core.ingest.columnar import JsonReviews
 from cprec_core.ingest.common import (
     FieldMap,
     RawFile,
@@ -89,41 +86,7 @@ def parse_meta(rec: dict[str, Any]) -> tuple[str, str | None, list[str], str | N
     return item, title, _categories(rec), description, extra_json(rec, ITEM_FIELDS)
 
 
-REVIEW_COLUMNS = pa.schema(
-    [
-        ("reviewerID", pa.string()),
-        ("asin", pa.string()),
-        ("unixReviewTime", pa.int64()),
-        ("overall", pa.float64()),
-    ]
-)
-
-
-def accept_reviews(table: pa.Table, cfg: IngestConfig) -> np.ndarray:
-    """The reviews parse_review certainly keeps unchanged: plain ids within ingest.max_id_chars,
-    seconds within [min_ts, max_ts], a rating null or within bounds; the rest is left to it."""
-    ids = plain_ids(table["reviewerID"], cfg.max_id_chars) & plain_ids(table["asin"], cfg.max_id_chars)
-    when = within(table["unixReviewTime"], cfg.min_ts, cfg.max_ts)
-    return ids & when & null_or_within(table["overall"], *RATING_BOUNDS)
-
-
-def review_columns(table: pa.Table) -> pa.Table:
-    """Accepted reviews as bronze columns: user_id, item_id, ts, rating."""
-    names = {"user_id": "reviewerID", "item_id": "asin", "ts": "unixReviewTime", "rating": "overall"}
-    return pa.table({bronze: table[source] for bronze, source in names.items()})
-
-
-def fast_reviews(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record | pa.Table]:
-    """A reviews file read column-wise (ingest/columnar.py); a Python-literal line goes per row."""
-    return fast_json_lines(
-        path,
-        fields,
-        REVIEW_COLUMNS,
-        partial(accept_reviews, cfg=cfg),
-        review_columns,
-        optional=("rating",),
-        literal_fallback=True,
-    )
+REVIEWS = JsonReviews(NATIVE["interactions"], RATING_BOUNDS)  # timestamps in seconds
 
 
 def records(path: Path, fields: FieldMap) -> Iterator[Record]:
@@ -140,5 +103,5 @@ def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
         records,
         {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta},
         NATIVE,
-        fast={"interactions": partial(fast_reviews, cfg=cfg)},
+        fast={"interactions": partial(REVIEWS.read, cfg=cfg, literal_fallback=True)},
     )

@@ -15,12 +15,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cprec_core.config import IngestConfig, SourceConfig
-from cprec_core.ingest.columnar import fast_json_lines, null_or_within, parsed_json_lines, plain_ids, within
+from cprec_core.ingest.columnar import JsonReviews, parsed_json_lines
 from cprec_core.ingest.common import (
     FieldMap,
     RawFile,
@@ -85,44 +83,7 @@ def records(path: Path, fields: FieldMap) -> Iterator[Record]:
         yield from mapped(json_records(f), fields)
 
 
-REVIEW_COLUMNS = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("parent_asin", pa.string()),
-        ("timestamp", pa.int64()),
-        ("rating", pa.float64()),
-    ]
-)
-
-
-def accept_reviews(table: pa.Table, cfg: IngestConfig) -> np.ndarray:
-    """The reviews parse_review certainly keeps unchanged: plain ids within ingest.max_id_chars, a
-    timestamp within [min_ts, max_ts] seconds, a rating that is null or finite within bounds.
-    Anything else (a missing field, an id with spaces or non-ASCII text, ...) is left to it."""
-    ids = plain_ids(table["user_id"], cfg.max_id_chars) & plain_ids(table["parent_asin"], cfg.max_id_chars)
-    # ms // 1000 in [min_ts, max_ts]; a negative ms (floored, not truncated) is left to parse_review
-    when = within(table["timestamp"], max(cfg.min_ts, 0) * 1000, cfg.max_ts * 1000 + 999)
-    return ids & when & null_or_within(table["rating"], *RATING_BOUNDS)
-
-
-def review_columns(table: pa.Table) -> pa.Table:
-    """Accepted reviews as bronze columns: user_id, item_id, ts (seconds), rating."""
-    seconds = pc.divide(table["timestamp"], 1000)  # non-negative: integer division floors
-    return pa.table(
-        {
-            "user_id": table["user_id"],
-            "item_id": table["parent_asin"],
-            "ts": seconds,
-            "rating": table["rating"],
-        }
-    )
-
-
-def fast_reviews(path: Path, fields: FieldMap, cfg: IngestConfig) -> Iterator[Record | pa.Table]:
-    """A reviews file read column-wise (ingest/columnar.py)."""
-    return fast_json_lines(
-        path, fields, REVIEW_COLUMNS, partial(accept_reviews, cfg=cfg), review_columns, optional=("rating",)
-    )
+REVIEWS = JsonReviews(NATIVE["interactions"], RATING_BOUNDS, per_second=1000)  # timestamps in ms
 
 
 META_COLUMNS = pa.schema([f for f in ITEMS_SCHEMA if f.name != "domain"])  # parse_meta's row
@@ -142,5 +103,5 @@ def discover(source: SourceConfig, cfg: IngestConfig) -> list[RawFile]:
         records,
         {"interactions": partial(parse_review, cfg=cfg), "items": parse_meta},
         NATIVE,
-        fast={"interactions": partial(fast_reviews, cfg=cfg), "items": partial(fast_meta, cfg=cfg)},
+        fast={"interactions": partial(REVIEWS.read, cfg=cfg), "items": partial(fast_meta, cfg=cfg)},
     )

@@ -1,14 +1,15 @@
 """Column-wise reading of JSON-lines files, with the per-row reader for every row it cannot vouch for.
 
-A format reader that knows its columns (e.g. Amazon 2023 reviews) hands `fast_json_lines` an
-Arrow schema, an `accept` rule and a `convert` function. The file is read in blocks of lines;
-pyarrow parses a whole block at once when every line of it holds exactly one JSON object of that
-schema; `accept` then marks, column-wise, the rows that certainly pass the reader's per-row
-checks. Those rows come out as one Arrow table per block (bronze columns + source_line). Every
-other line (a block pyarrow refuses, a blank line, a row `accept` is unsure of) goes through the
-per-row path (ingest/common.py) unchanged, so a bad row gets exactly the quarantine reason it
-always had, and a row `accept` was merely cautious about is still kept. A block pyarrow refuses
-is halved until the lines it can read are found, so one bad line does not cost its whole block.
+A format reader that knows its columns hands `fast_json_lines` an Arrow schema, an `accept` rule and
+a `convert` function (`JsonReviews` makes the three for the Amazon 2014/2018/2023 reviews). The file
+is read in blocks of lines; pyarrow parses a whole block at once when every line of it holds exactly
+one JSON object of that schema; `accept` then marks, column-wise, the rows that certainly pass the
+reader's per-row checks. Those rows come out as one Arrow table per block (bronze columns +
+source_line). Every other line (a block pyarrow refuses, a blank line, a row `accept` is unsure of)
+goes through the per-row path (ingest/common.py) unchanged, so a bad row gets exactly the quarantine
+reason it always had, and a row `accept` was merely cautious about is still kept. A block pyarrow
+refuses is halved until the lines it can read are found, so one bad line does not cost its whole
+block.
 
 `accept` must be conservative: a row it accepts must be one the per-row parser would accept with
 the same values. tests/unit/test_ingest_columnar.py holds the two paths to the same bronze and
@@ -29,6 +30,8 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from cprec_core.config import IngestConfig
 from cprec_core.ingest.common import (
     FIELD_ALIASES,
     STREAM_ERRORS,
@@ -114,6 +118,51 @@ def fast_json_lines(
                 line_no, raw = part.first + int(i), lines[i]
                 record = json_record(line_no, *decode_line(raw, line_no), raw, literal_fallback)
                 yield map_record(record, fields)
+
+
+@dataclass(frozen=True)
+class JsonReviews:
+    """A JSON-lines reviews format read column-wise: its user, item, timestamp and rating fields
+    (the format's NATIVE interactions names), its rating bounds and its timestamp unit (units per
+    second: 1000 for milliseconds)."""
+
+    names: dict[str, str]  # user, item, timestamp, rating -> the format's field
+    rating_bounds: tuple[float, float]
+    per_second: int = 1
+
+    def read(
+        self, path: Path, fields: FieldMap, cfg: IngestConfig, literal_fallback: bool = False
+    ) -> Iterator[Record | pa.Table]:
+        """The file through fast_json_lines (a Python-literal line per row with `literal_fallback`)."""
+        n = self.names
+        types = {"user": pa.string(), "item": pa.string(), "timestamp": pa.int64(), "rating": pa.float64()}
+        schema = pa.schema([(n[key], t) for key, t in types.items()])
+        accept = partial(self.accept, cfg=cfg)
+        return fast_json_lines(
+            path, fields, schema, accept, self.convert, ("rating",), literal_fallback=literal_fallback
+        )
+
+    def accept(self, table: pa.Table, cfg: IngestConfig) -> np.ndarray:
+        """The reviews the format's per-row parse certainly keeps unchanged: plain ids within
+        ingest.max_id_chars, a timestamp whose whole seconds lie within [min_ts, max_ts], a rating
+        that is null or finite within bounds. Anything else (a missing field, an id with spaces or
+        non-ASCII text, a negative timestamp, which the per-row parse floors, ...) is left to it."""
+        n, unit = self.names, self.per_second
+        ids = plain_ids(table[n["user"]], cfg.max_id_chars) & plain_ids(table[n["item"]], cfg.max_id_chars)
+        when = within(table[n["timestamp"]], max(cfg.min_ts, 0) * unit, cfg.max_ts * unit + unit - 1)
+        return ids & when & null_or_within(table[n["rating"]], *self.rating_bounds)
+
+    def convert(self, table: pa.Table) -> pa.Table:
+        """Accepted reviews as bronze columns: user_id, item_id, ts (seconds), rating."""
+        n = self.names
+        return pa.table(
+            {
+                "user_id": table[n["user"]],
+                "item_id": table[n["item"]],
+                "ts": pc.divide(table[n["timestamp"]], self.per_second),  # non-negative: division floors
+                "rating": table[n["rating"]],
+            }
+        )
 
 
 def parsed_json_lines(
